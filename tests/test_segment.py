@@ -45,10 +45,20 @@ def first_difference(a: list[str], b: list[str]) -> str:
 def test_every_line_of_the_shared_corpora_matches_jieba(zh_dir: Path, name: str) -> None:
     lines = read_lines(zh_dir / f"{name}.txt.zst")
     assert len(lines) > 19_000
-    for number, line in enumerate(lines, 1):
-        expected = jieba_cut(line)
+    expected = [jieba_cut(line) for line in lines]
+    segment.clear_caches()
+    for number, (line, words) in enumerate(zip(lines, expected), 1):
         got = cut(line)
-        assert got == expected, f"{name} line {number}: {first_difference(expected, got)}"
+        assert got == words, f"{name} line {number}: {first_difference(words, got)}"
+    # cut_batch (what the corpus job calls) from empty caches: numpy bufs, batched Viterbi, and one call
+    # big enough to be split into several route calls.
+    segment.clear_caches()
+    batched = [words for i in range(0, len(lines), 1000) for words in cut_batch(lines[i : i + 1000])]
+    batched_whole = cut_batch(lines)
+    for number, (words, got, got_whole) in enumerate(zip(expected, batched, batched_whole), 1):
+        assert got == words, f"{name} line {number} (cut_batch): {first_difference(words, got)}"
+        assert got_whole == words, f"{name} line {number} (one cut_batch): {first_difference(words, got_whole)}"
+    assert len(batched) == len(batched_whole) == len(lines)
 
 
 # Found by searching for near-ties in jieba's HMM: jieba-rs (rjieba 0.2.2) rounds the emission
@@ -139,11 +149,42 @@ def test_random_han_runs_match_jieba() -> None:
 
 
 def test_cut_batch_matches_cut_and_keeps_order() -> None:
-    texts = [t for t in EDGE_CASES if t] * 3
-    expected = [cut(t) for t in texts]
+    texts = EDGE_CASES * 3 + ["中\x01国", "\x01", "a\x01b", "我们\x01", "", "", "\x00\x01"]
+    expected = [jieba_cut(t) for t in texts]
+    assert [cut(t) for t in texts] == expected
     assert cut_batch(texts) == expected
     assert cut_batch(texts, threads=2) == expected
+    fast = [t for t in texts if not segment.needs_block_split(t)]  # the path that joins texts
+    assert cut_batch(fast) == [jieba_cut(t) for t in fast]
     assert cut_batch([]) == []
+    assert cut_batch([""]) == [[]]
+    assert cut_batch(["", ""]) == [[], []]
+    assert cut_batch(("今天", "天气")) == [["今天"], ["天气"]]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TEXTS, max_size=30))
+def test_property_cut_batch_equals_jieba(texts: list[str]) -> None:
+    segment.clear_caches()  # so the batch's unseen bufs go through the batched Viterbi together
+    assert cut_batch(texts) == [jieba_cut(t) for t in texts]
+
+
+def test_batched_viterbi_equals_the_python_one() -> None:
+    """The numpy Viterbi against the plain one on many runs of all lengths, near-ties included."""
+    from jieba.finalseg.prob_emit import P as emit
+
+    rng = random.Random(7)
+    alphabet = [c for c in sorted(set(emit["B"]) | set(emit["S"])) if "\u4e00" <= c <= "\u9fd5"]
+    alphabet += ["\u9fd5", "\u4e00", "\u9fa6"]  # chars the HMM tables lack (all MIN_FLOAT)
+    runs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 40))) for _ in range(3000)]
+    runs += HMM_NEAR_TIES + ["\u9fa6" * 5, "\u9fa6\u9fa6"]
+    model = segment._model()
+    words, single = segment._viterbi_batch(model, runs)
+    for run, got, one_per_char in zip(runs, words, single):
+        expected = segment._viterbi_cut(model, run)
+        assert got.split("\x00") == expected, run
+        assert bool(one_per_char) == (len(expected) == len(run))
+        assert got.split("\x00") == list(jieba.finalseg.cut(run)), run
 
 
 def test_works_in_a_spawned_process_pool_after_pickling() -> None:

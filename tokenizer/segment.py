@@ -33,6 +33,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 # --- jieba 0.42.1's regular expressions (jieba/__init__.py and jieba/finalseg/__init__.py) -------------
@@ -46,15 +48,20 @@ RE_SKIP_HMM = re.compile("([a-zA-Z0-9]+(?:\\.\\d+)?%?)")  # finalseg.re_skip
 # which rjieba counts as Han; planes 2-3 taken whole to be safe), lone surrogates (not valid for Rust) and
 # the separator used below.  Texts containing any of them are split into jieba blocks here first.
 _SEP = "\x00"
-_NEEDS_BLOCK_SPLIT = re.compile(
+_DOC_SEP = "\x01"  # joins the texts of a cut_batch chunk: jieba and rjieba emit it as a word of its own
+_NEEDS_BLOCK_SPLIT_BUT_DOC_SEP = re.compile(
     "[\x00\u3400-\u4dbf\u9fd6-\u9fff\uf900-\ufaff\ud800-\udfff\U00020000-\U0003ffff]"
 )
+_NEEDS_BLOCK_SPLIT = re.compile(f"{_NEEDS_BLOCK_SPLIT_BUT_DOC_SEP.pattern[:-1]}{_DOC_SEP}]")
 
-# Runs of >= 2 single-character route words inside one Han block, in the separator-joined token stream.
-# rjieba (hmm=False) emits a run of single ASCII-alphanumeric route words as one token, hence [a-zA-Z0-9]+.
-# Each route word is followed by a separator, so the quantifiers can be possessive (faster).
+# Bufs in the route words of one text joined by the separator (each word is preceded and followed by one):
+# runs of >= 2 words that are one char of jieba's Han class or a merged run of letters and digits.
 _ROUTE_SINGLE = "(?:[\u4e00-\u9fd5+#&._%\\-](?=\x00)|[a-zA-Z0-9]++(?=\x00))"
 _BUF_RUN = re.compile(f"\x00({_ROUTE_SINGLE}(?:\x00{_ROUTE_SINGLE})++)")
+# finalseg.cut's pieces of a buf (chars of jieba's Han class): Han runs, re_skip matches, text between them.
+_FINALSEG_PIECES = re.compile("[\u4e00-\u9fd5]+|[a-zA-Z0-9]+(?:\\.\\d+)?%?|[^\u4e00-\u9fd5a-zA-Z0-9]+")
+# rjieba's route words inside a buf: each char, except that runs of letters and digits come merged.
+_BUF_ROUTE_WORDS = re.compile("[a-zA-Z0-9]+|.", re.S)
 _MERGED_ALNUM = re.compile("[a-zA-Z0-9]{2,}")
 # A dict.txt line the fast loader must leave to the line-by-line one (which reports it): a purely
 # alphanumeric word, a zero or non-decimal frequency, or a line that is not "word freq tag".
@@ -64,6 +71,19 @@ VERIFIED_RJIEBA = "0.2.2"
 _MIN_FLOAT = -3.14e100  # finalseg.MIN_FLOAT
 _MISSING_EMIT = (_MIN_FLOAT,) * 4
 _CACHE_LIMIT = 200_000  # entries per cache: at most ~40 MB per process
+_HAN_START, _HAN_END = 0x4E00, 0x9FD6  # the chars of finalseg.re_han
+_NUMPY_MIN_RUNS = 24  # a numpy Viterbi step pays off for at least this many runs (see _hmm_many)
+_DROP = 0xFFFFFFFF  # not a code point: marks slots _viterbi_batch removes before decoding
+_RECORD_END = "\x02"  # ends each run's words in _viterbi_batch's output
+_BATCH_CHARS = 1 << 18  # chars per route call in cut_batch
+_ONE_TEXT_CHARS = 4096  # cut() finds the bufs of shorter texts with a regex, of longer ones with numpy
+# Kinds of chars for finding bufs: ASCII letters and digits, the rest of jieba's Han class, anything else
+# (everything from U+9FD6 up shares the last entry).
+_OTHER, _ALNUM, _HAN_CLASS_CHAR = 0, 1, 2
+_CHAR_KIND = np.zeros(_HAN_END + 1, dtype=np.int8)
+_CHAR_KIND[_HAN_START:_HAN_END] = _HAN_CLASS_CHAR
+_CHAR_KIND[[ord(c) for c in "+#&._%-"]] = _HAN_CLASS_CHAR
+_CHAR_KIND[[ord(c) for c in "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]] = _ALNUM
 
 
 @dataclass
@@ -74,11 +94,10 @@ class _Model:
     total: int  # jieba's total frequency (log(total) is in every route score)
     emit: dict[str, tuple[float, float, float, float]]  # char -> (B, E, M, S) emission log-probs
     params: tuple[float, ...]  # start B, E, M, S; transitions EB, SB, BE, ME, BM, MM, ES, SS
-    hmm_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    buf_cache: _BufCache = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.buf_cache = _BufCache(self)
+    emit_table: np.ndarray  # (U+9FD6 - U+4E00, 4): `emit` for every char an HMM run can hold
+    # buf (route words joined by the separator) -> jieba's words for it, joined by the separator
+    buf_cache: dict[str, str] = field(default_factory=dict)
+    hmm_cache: dict[str, str] = field(default_factory=dict)  # Han run inside a mixed buf -> joined words
 
 
 _MODEL: _Model | None = None
@@ -160,7 +179,11 @@ def _build_model() -> _Model:
     emit = {c: tuple(emit_p[s].get(c, _MIN_FLOAT) for s in "BEMS") for c in chars}
     start = tuple(start_p[s] for s in "BEMS")
     trans = tuple(trans_p[a][b] for a, b in ("EB", "SB", "BE", "ME", "BM", "MM", "ES", "SS"))
-    return _Model(route=route, total=total, emit=emit, params=start + trans)
+    emit_table = np.full((_HAN_END - _HAN_START, 4), _MIN_FLOAT)
+    for char, probs in emit.items():
+        if _HAN_START <= ord(char) < _HAN_END:
+            emit_table[ord(char) - _HAN_START] = probs
+    return _Model(route=route, total=total, emit=emit, params=start + trans, emit_table=emit_table)
 
 
 def _model() -> _Model:
@@ -236,87 +259,228 @@ def _viterbi_cut(model: _Model, run: str) -> list[str]:
     return words
 
 
-def _hmm_ends_single_2(model: _Model, run: str) -> bool:
-    """``_viterbi_cut`` for two chars gives two words iff the best path ends in S (else one word)."""
-    emit = model.emit
+def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarray]:
+    """``_viterbi_cut`` for many runs at once in numpy: each result's words joined by the separator, and
+    whether the result is one word per char.
+
+    Runs are sorted longest first, so step ``i`` of the Viterbi updates the prefix of rows still longer than
+    ``i``: no padding enters a sum.  numpy adds float64 in the same order as jieba (``V + trans``, then
+    ``+ emit``) and ties go the same way (``q >= p`` picks the larger state letter), so the paths are
+    jieba's bit for bit.  A path is cut after every E or S tag, which is what ``finalseg.__cut`` yields
+    for any path this Viterbi can produce (E and S are only ever followed by B or S, B and M only by M or
+    E, and the last tag is E or S).
+    """
+    n = len(runs)
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    width = int(sorted_lengths[0])
+    flat_codes = np.frombuffer("".join(map(runs.__getitem__, order.tolist())).encode("utf-32-le"), dtype=np.uint32)
+    offsets = np.cumsum(sorted_lengths) - sorted_lengths
+    positions = np.arange(width)
+    inside = positions[None, :] < sorted_lengths[:, None]  # (n, width): a real char, not padding
+    codes = flat_codes[np.minimum(offsets[:, None] + positions[None, :], flat_codes.size - 1)]
+    emission = model.emit_table[codes - _HAN_START]  # (n, width, 4); padding rows are never read
+    active = np.searchsorted(-sorted_lengths, -positions, side="left")  # rows longer than i
     sb, se, sm, ss, t_eb, t_sb, t_be, t_me, t_bm, t_mm, t_es, t_ss = model.params
-    b, e, m, s = emit.get(run[0], _MISSING_EMIT)
-    v_b, v_e, v_m, v_s = sb + b, se + e, sm + m, ss + s
-    b, e, m, s = emit.get(run[1], _MISSING_EMIT)
-    return max(v_e + t_es + s, v_s + t_ss + s) >= max(v_b + t_be + e, v_m + t_me + e)
+    # State order B, E, M, S.  Each state's first predecessor, or the second (state + 2) if it is at least
+    # as likely: B <- E|S, E <- B|M, M <- B|M, S <- E|S.
+    first, first_trans = np.array([1, 0, 0, 1]), np.array([t_eb, t_be, t_bm, t_es])
+    second, second_trans = first + 2, np.array([t_sb, t_me, t_mm, t_ss])
+    v = np.array([sb, se, sm, ss]) + emission[:, 0]
+    took_second = np.zeros((width, n, 4), dtype=np.int8)
+    for i in range(1, width):
+        k = active[i]
+        prev = v[:k]
+        p = prev[:, first] + first_trans
+        p += emission[:k, i]
+        q = prev[:, second] + second_trans
+        q += emission[:k, i]
+        np.greater_equal(q, p, out=took_second[i, :k], casting="unsafe")
+        np.maximum(p, q, out=v[:k])  # no NaN: the max, and on a tie the same value
+    state = np.where(v[:, 3] >= v[:, 1], 3, 1)
+    cut_after = np.zeros((n, width), dtype=bool)  # tag E or S
+    rows = np.arange(n)
+    for i in range(width - 1, -1, -1):
+        k = active[i]
+        cut_after[:k, i] = state[:k] & 1
+        if i:
+            state[:k] = first[state[:k]] + 2 * took_second[i, rows[:k], state[:k]]
+    cut_after &= inside
+    one_per_char = cut_after.sum(axis=1) == sorted_lengths
+    # Chars interleaved with a separator after E/S tags (none after the last char), records joined by
+    # _RECORD_END, padding dropped.
+    out = np.empty((n, width, 2), dtype=np.uint32)
+    out[:, :, 0] = np.where(inside, codes, _DROP)
+    out[:, :, 1] = np.where(cut_after, ord(_SEP), _DROP)
+    out[rows, sorted_lengths - 1, 1] = ord(_RECORD_END)
+    flat = out.ravel()
+    pieces = flat[flat != _DROP].tobytes().decode("utf-32-le").split(_RECORD_END)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = rows
+    return list(map(pieces.__getitem__, inverse.tolist())), one_per_char[inverse]
 
 
-def _cut_buf(model: _Model, buf: str) -> list[str]:
-    """What ``Tokenizer.__cut_DAG`` yields for a buf of >= 2 single-character route words."""
-    if model.route.has_word(buf):  # every dict word has freq > 0, so this is `FREQ.get(buf)`
-        return list(buf)
-    words: list[str] = []
-    for blk in RE_HAN_HMM.split(buf):  # jieba.finalseg.cut
-        if not blk:
-            continue
-        if RE_HAN_HMM.match(blk):
-            if len(blk) == 1:
-                words.append(blk)
-                continue
-            cached = model.hmm_cache.get(blk)
-            if cached is None:
-                if len(model.hmm_cache) >= _CACHE_LIMIT:
-                    model.hmm_cache.clear()
-                cached = model.hmm_cache[blk] = tuple(_viterbi_cut(model, blk))
-            words.extend(cached)
+def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
+    """jieba's HMM words for each run (>= 2 chars in U+4E00..U+9FD5), joined by the separator, and
+    whether they are one word per char.
+
+    One numpy step costs about as much as the Python Viterbi on a couple of dozen chars, so numpy takes
+    the runs up to the longest length that at least ``_NUMPY_MIN_RUNS`` runs reach, and Python the rest.
+    """
+    if len(runs) < _NUMPY_MIN_RUNS:
+        words = [_SEP.join(_viterbi_cut(model, run)) for run in runs]
+        return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+    width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
+    if lengths.max() <= width:
+        words, single = _viterbi_batch(model, runs)
+        return words, single.tolist()
+    short = np.flatnonzero(lengths <= width).tolist()
+    batch_words, _ = _viterbi_batch(model, [runs[i] for i in short])
+    words = [""] * len(runs)
+    for i, w in zip(short, batch_words):
+        words[i] = w
+    for i in np.flatnonzero(lengths > width).tolist():
+        words[i] = _SEP.join(_viterbi_cut(model, runs[i]))
+    return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
+
+
+def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
+    """Put jieba's words (``Tokenizer.__cut_DAG`` + ``finalseg.cut``) for each unseen buf into the cache.
+
+    The value is ``""`` when jieba's words are the buf's route words (its chars, runs of letters and
+    digits merged), else the tuple of jieba's words.  A buf that is a dictionary word (freq > 0, so ``FREQ.get(buf)`` is
+    true) is yielded char by char; otherwise ``finalseg.cut`` splits it into Han runs (HMM) and the rest
+    (``re_skip``).  All HMM runs of all keys go through one batched Viterbi.
+    """
+    cache, hmm_cache = model.buf_cache, model.hmm_cache
+    keys = list(keys)
+    in_dict = list(map(model.route.has_word, keys))
+    only_han = [k >= "\u4e00" and min(k) >= "\u4e00" for k in keys]  # a buf's chars are ASCII or Han
+    cache.update((k, "" if h else tuple(k)) for k, d, h in zip(keys, in_dict, only_han) if d)
+    han_bufs = [k for k, d, h in zip(keys, in_dict, only_han) if h and not d]
+    # Mixed bufs: finalseg.cut's pieces (Han runs for the HMM; re_skip matches and the text between them).
+    plans = [(k, _FINALSEG_PIECES.findall(k)) for k, d, h in zip(keys, in_dict, only_han) if not h and not d]
+    unseen = {p for _, pieces in plans for p in pieces if len(p) > 1 and p not in hmm_cache and p >= "\u4e00"}
+    if len(hmm_cache) + len(unseen) > _CACHE_LIMIT:
+        hmm_cache.clear()
+        unseen = {p for _, pieces in plans for p in pieces if len(p) > 1 and p >= "\u4e00"}
+    unseen_runs = list(unseen)
+    if not han_bufs and not unseen_runs:
+        words, single = [], []
+    else:
+        words, single = _hmm_many(model, han_bufs + unseen_runs)
+    # jieba's words are the route words (single chars) iff the HMM cut between every two chars.
+    cache.update(zip(han_bufs, ["" if s else tuple(w.split(_SEP)) for w, s in zip(words, single)]))
+    hmm_cache.update(zip(unseen_runs, words[len(han_bufs):]))
+    for buf, pieces in plans:
+        words = tuple(_SEP.join([hmm_cache.get(p, p) if len(p) > 1 else p for p in pieces]).split(_SEP))
+        cache[buf] = "" if words == tuple(_BUF_ROUTE_WORDS.findall(buf)) else words
+
+
+def _cut_han_texts(model: _Model, text: str) -> list[list[str]]:
+    """jieba's words for each ``_DOC_SEP``-separated text in ``text``, whose Han blocks rjieba delimits
+    like jieba (no separator inside).
+
+    rjieba gives the route words.  numpy finds the bufs: runs of >= 2 route words that are one char of
+    jieba's Han class or a run of ASCII letters and digits (rjieba merges jieba's single-char ones into
+    one).  jieba's words for a buf depend only on its text, which is the cache key; bufs whose words
+    differ from their route words are spliced in, and the route words are sliced at the documents.
+    """
+    tokens = model.route.cut(text, False)
+    if not tokens:
+        return [[]]
+    # Token ends from the separator-joined tokens: the k-th separator sits k chars after the k-th end.
+    joined = np.frombuffer(_SEP.join(tokens).encode("utf-32-le"), dtype=np.uint32)
+    separator_at = np.flatnonzero(joined == 0)
+    ends = np.empty(len(tokens), dtype=np.int64)
+    ends[:-1] = separator_at - np.arange(separator_at.size)
+    ends[-1] = len(text)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    lengths = ends - starts
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    kinds = _CHAR_KIND[np.minimum(codes, _CHAR_KIND.size - 1)]
+    first = kinds[starts]
+    not_alnum = np.zeros(codes.size + 1, dtype=np.int32)
+    np.cumsum(kinds != _ALNUM, out=not_alnum[1:])
+    single = ((lengths == 1) & (first != _OTHER)) | ((first == _ALNUM) & (not_alnum[ends] == not_alnum[starts]))
+    edges = np.diff(single.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    run_starts = np.flatnonzero(edges == 1)
+    run_ends = np.flatnonzero(edges == -1)
+    long_enough = run_ends - run_starts >= 2
+    run_starts, run_ends = run_starts[long_enough], run_ends[long_enough]
+    changed_starts: list[int] = []
+    if run_starts.size:
+        keys = list(map(text.__getitem__, map(slice, starts[run_starts].tolist(), ends[run_ends - 1].tolist())))
+        cache = model.buf_cache
+        unseen = set(keys).difference(cache)
+        if unseen:
+            if len(cache) + len(unseen) > _CACHE_LIMIT:
+                cache.clear()
+                unseen = set(keys)
+            _fill_buf_cache(model, unseen)
+        replacements = list(map(cache.__getitem__, keys))
+        changed = np.flatnonzero(np.fromiter(map(len, replacements), dtype=np.int64, count=len(keys)))
+        if changed.size:
+            changed_starts = run_starts[changed].tolist()
+            changed_ends = run_ends[changed].tolist()
+            changed_words = list(map(replacements.__getitem__, changed.tolist()))
+    separators = np.flatnonzero((lengths == 1) & (codes[starts] == ord(_DOC_SEP))).tolist()
+    separators.append(len(tokens))
+    if not changed_starts:
+        return list(map(tokens.__getitem__, map(slice, [0, *[end + 1 for end in separators[:-1]]], separators)))
+    documents: list[list[str]] = []
+    start = 0
+    c = 0
+    next_change = changed_starts[0]
+    last = len(changed_starts)
+    end_of_all = len(tokens) + 1
+    for end in separators:
+        if next_change >= end:
+            documents.append(tokens[start:end])
         else:
-            words.extend(x for x in RE_SKIP_HMM.split(blk) if x)
-    return words
+            words = tokens[start:next_change]
+            while next_change < end:
+                words += changed_words[c]
+                done = changed_ends[c]
+                c += 1
+                next_change = changed_starts[c] if c < last else end_of_all
+                words += tokens[done : next_change if next_change < end else end]
+            documents.append(words)
+        start = end + 1
+    return documents
 
 
-class _BufCache(dict):
-    """buf (route words joined by the separator) -> jieba's words for it; fills itself."""
-
-    def __init__(self, model: _Model) -> None:
-        super().__init__()
-        self.model = model
-
-    def __missing__(self, key: str) -> tuple[str, ...]:
-        """jieba's words for the buf, or ``()`` when they are the route words already in ``key``."""
-        model = self.model
-        buf = key.replace(_SEP, "")
-        if min(buf) >= "\u4e00":  # only Han (buf chars are ASCII or U+4E00..U+9FD5): one char per word
-            if model.route.has_word(buf):  # a dict word (freq > 0) is yielded char by char
-                words: tuple[str, ...] = ()
-            elif len(buf) == 2:
-                words = () if _hmm_ends_single_2(model, buf) else (buf,)
-            else:
-                hmm_words = _viterbi_cut(model, buf)
-                words = () if len(hmm_words) == len(buf) else tuple(hmm_words)
-        else:
-            words = tuple(_cut_buf(model, buf))
-            if words == tuple(key.split(_SEP)):
-                words = ()
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[key] = words
-        return words
-
-
-def _cut_han_text(model: _Model, text: str) -> list[str]:
-    """jieba.cut for text whose Han blocks rjieba delimits exactly like jieba (no separator inside)."""
+def _cut_one(model: _Model, text: str) -> list[str]:
+    """``_cut_han_texts`` for one short text: a regex finds the bufs (numpy's set-up costs more here)."""
     tokens = model.route.cut(text, False)
     joined = _SEP + _SEP.join(tokens) + _SEP
     runs = list(_BUF_RUN.finditer(joined))
     if not runs:
         return tokens
-    replacements = list(map(model.buf_cache.__getitem__, [run[1] for run in runs]))  # () if tokens are right
-    if not any(replacements):
-        return tokens
+    keys = [run[1].replace(_SEP, "") for run in runs]
+    cache = model.buf_cache
+    unseen = set(keys).difference(cache)
+    if unseen:
+        if len(cache) + len(unseen) > _CACHE_LIMIT:
+            cache.clear()
+            unseen = set(keys)
+        _fill_buf_cache(model, unseen)
     words: list[str] = []
     done = position = scanned = 0  # tokens copied, tokens before `scanned`, offset in `joined`
-    for run, replacement in zip(runs, replacements):
+    for run, key in zip(runs, keys):
+        replacement = cache[key]
         if replacement:
             position += joined.count(_SEP, scanned, run.start())  # one separator before each token
             words += tokens[done:position]
             words += replacement
             position += run[1].count(_SEP) + 1
             done, scanned = position, run.end()
+    if not words:
+        return tokens
     words += tokens[done:]
     return words
 
@@ -339,13 +503,13 @@ def cut(text: str) -> list[str]:
         return []
     model = _model()
     if not _NEEDS_BLOCK_SPLIT.search(text):
-        return _cut_han_text(model, text)
+        return _cut_one(model, text) if len(text) < _ONE_TEXT_CHARS else _cut_han_texts(model, text)[0]
     words: list[str] = []
     for blk in RE_HAN_DEFAULT.split(text):  # jieba.Tokenizer.cut, block by block
         if not blk:
             continue
         if RE_HAN_DEFAULT.match(blk):
-            words.extend(_cut_han_text(model, blk))
+            words.extend(_cut_one(model, blk) if len(blk) < _ONE_TEXT_CHARS else _cut_han_texts(model, blk)[0])
         else:
             for x in RE_SKIP_DEFAULT.split(blk):
                 if RE_SKIP_DEFAULT.match(x):
@@ -356,16 +520,56 @@ def cut(text: str) -> list[str]:
 
 
 def cut_batch(texts: list[str], threads: int | None = None) -> list[list[str]]:
-    """``[cut(t) for t in texts]``.
+    """``[cut(t) for t in texts]``, faster: texts are joined for one route call per ~``_BATCH_CHARS`` chars.
+
+    The join uses a character that jieba and rjieba both emit as a word of its own and never merge with
+    a neighbour, so each text's words are exactly its own ``cut``; texts that contain it (or need the
+    block split) are cut one by one.  All bufs of a chunk are looked up together, and those never seen
+    go through one batched Viterbi.
 
     ``threads`` > 1 segments slices of ``texts`` in a thread pool, but rjieba holds the GIL, so that is
     no faster (measured); for real parallelism use processes (Beam workers, or
-    ``multiprocessing.Pool(n).map(cut, texts, chunksize=256)``): the model is built lazily once per
-    process and ``cut``/``cut_batch`` pickle by reference.
+    ``multiprocessing.Pool(n).map(cut_batch, chunks)``): the model is built lazily once per process and
+    ``cut``/``cut_batch`` pickle by reference.
     """
-    if not threads or threads <= 1 or len(texts) < 2:
-        return [cut(t) for t in texts]
-    step = -(-len(texts) // threads)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        slices = pool.map(cut_batch, [texts[i : i + step] for i in range(0, len(texts), step)])
-        return [words for chunk in slices for words in chunk]
+    if threads and threads > 1 and len(texts) > 1:
+        step = -(-len(texts) // threads)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            slices = pool.map(cut_batch, [texts[i : i + step] for i in range(0, len(texts), step)])
+            return [words for chunk in slices for words in chunk]
+    texts = list(texts)
+    if not texts:
+        return []
+    model = _model()
+    joined = _DOC_SEP.join(texts)
+    if _NEEDS_BLOCK_SPLIT_BUT_DOC_SEP.search(joined) is None and joined.count(_DOC_SEP) == len(texts) - 1:
+        return _cut_fast_texts(model, texts, joined)
+    # Some texts need the block split (or hold the join character): those are cut one by one.
+    results: list[list[str]] = [[] for _ in texts]
+    fast = [i for i, text in enumerate(texts) if _NEEDS_BLOCK_SPLIT.search(text) is None]
+    for i, words in zip(fast, _cut_fast_texts(model, [texts[i] for i in fast])):
+        results[i] = words
+    for i in set(range(len(texts))).difference(fast):
+        results[i] = cut(texts[i])
+    return results
+
+
+def _cut_fast_texts(model: _Model, texts: list[str], joined: str | None = None) -> list[list[str]]:
+    """``cut`` of texts that need no block split, one route call per ~``_BATCH_CHARS`` chars."""
+    if not texts:
+        return []
+    if joined is None:
+        joined = _DOC_SEP.join(texts)
+    if len(joined) <= 2 * _BATCH_CHARS:
+        return _cut_han_texts(model, joined)
+    results: list[list[str]] = []
+    start = 0
+    size = 0
+    for i, length in enumerate(map(len, texts)):
+        size += length + 1
+        if size >= _BATCH_CHARS:
+            results += _cut_han_texts(model, _DOC_SEP.join(texts[start : i + 1]))
+            start, size = i + 1, 0
+    if start < len(texts):
+        results += _cut_han_texts(model, _DOC_SEP.join(texts[start:]))
+    return results
