@@ -67,6 +67,7 @@ from apache_beam.metrics import Metrics
 
 from cpm.errors import CpmError
 from cpm.pipeline import minhash
+from cpm.pipeline.batching import MIN_BUCKETS, BatchedCoGroupByKey, BatchedGroupByKey, FixedBatches
 
 logger = logging.getLogger(__name__)
 
@@ -287,35 +288,6 @@ class _BandBatches(beam.DoFn):
 
 
 _BAND_FLUSH = 200_000  # buffered (band, node) entries per worker before a flush: ~120 MB at 128 permutations
-
-
-class FixedBatches(beam.DoFn):
-    """Elements -> lists of ``size`` consecutive elements of a bundle (the last one of a bundle shorter).
-
-    What ``beam.BatchElements`` does for these pipelines, without its per-element timing and
-    adaptive sizing (measured: a tenth of its cost per element). Global window only.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def start_bundle(self) -> None:
-        self.batch: list = []
-
-    def process(self, element):
-        self.batch.append(element)
-        if len(self.batch) >= self.size:
-            batch, self.batch = self.batch, []
-            yield batch
-
-    def finish_bundle(self):
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.timestamp import MIN_TIMESTAMP
-        from apache_beam.utils.windowed_value import WindowedValue
-
-        if self.batch:
-            batch, self.batch = self.batch, []
-            yield WindowedValue(batch, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 def _shared_band_keys(batches: Iterable[tuple[bytes, list[str], bytes]]) -> set[bytes]:
@@ -584,11 +556,12 @@ class Deduplicate(beam.PTransform):
     signature index of the kept documents under ``output_dir/dedup/``.
     """
 
-    def __init__(self, config: DedupConfig, output_dir: str) -> None:
+    def __init__(self, config: DedupConfig, output_dir: str, buckets: int = MIN_BUCKETS) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.output_dir = str(output_dir)
+        self.buckets = buckets  # of the per-document shuffles (see cpm.pipeline.batching)
         self.against_paths: list[str] = []
         for directory in config.against:
             paths = index_paths(directory)
@@ -601,11 +574,8 @@ class Deduplicate(beam.PTransform):
     def expand(self, docs):
         config = self.config
         keyed_docs = docs | "KeyDocs" >> beam.Map(lambda d: (doc_node_key(d), d))
-        signed = (
-            keyed_docs
-            | "BatchForSigning" >> beam.ParDo(FixedBatches(256))
-            | "Sign" >> beam.FlatMap(_Sign(config))
-        )
+        keyed_batches = keyed_docs | "BatchKeyedDocs" >> beam.ParDo(FixedBatches(256))
+        signed = keyed_batches | "Sign" >> beam.FlatMap(_Sign(config))
         if not config.enabled:
             return self._pass_through(docs, signed)
 
@@ -622,11 +592,11 @@ class Deduplicate(beam.PTransform):
         nodes = groups | "AllNodes" >> beam.Flatten()
         exact = (
             nodes
-            | "ExactGroups" >> beam.GroupByKey()
+            | "ExactGroups" >> BatchedGroupByKey(self.buckets)
             | "ExactRepresentatives" >> beam.FlatMap(_exact_group).with_outputs("lsh", "link", main="rep")
         )
         links = exact.link
-        edges = self._candidate_edges(exact.lsh, keyed_docs)
+        edges = self._candidate_edges(exact.lsh, keyed_batches)
         components = self._components(edges)
         return self._assign(keyed_docs, exact.rep, links, components.labels, components.unconverged)
 
@@ -635,12 +605,12 @@ class Deduplicate(beam.PTransform):
         kept = docs | "Unique" >> beam.Map(lambda d: {**d, "dup_cluster_size": 1})
         rejected = docs.pipeline | "NoRejections" >> beam.Create([])
         index_rows = signed | "IndexRows" >> beam.Map(lambda kv: {**kv[1][2], "text_digest": kv[0], "signature": kv[1][1]})
-        stats = self._write_index(index_rows, docs | "AllKept" >> beam.Map(lambda _: (STAT_KEEP, None, 1)))
+        stats = self._write_index([index_rows], [docs | "AllKept" >> beam.Map(lambda _: (STAT_KEEP, None, 1))])
         return DedupOutputs(kept, rejected, stats)
 
     # ----------------------------------------------------------------- LSH
 
-    def _candidate_edges(self, lsh_nodes, keyed_docs):
+    def _candidate_edges(self, lsh_nodes, keyed_batches):
         """Duplicate edges (smaller key, larger key): LSH candidates confirmed as in step 4."""
         config = self.config
         bands, rows = config.bands
@@ -695,14 +665,14 @@ class Deduplicate(beam.PTransform):
             | "UniquePairs" >> beam.Distinct()  # a pair met in several bands: same keys, same estimate
             | "RouteByEstimate" >> beam.FlatMap(route).with_outputs("borderline", main="edges")
         )
-        confirmed = self._exact_confirm(routed.borderline, keyed_docs)
+        confirmed = self._exact_confirm(routed.borderline, keyed_batches)
         return (routed.edges, confirmed) | "AllEdges" >> beam.Flatten()
 
-    def _exact_confirm(self, pairs, keyed_docs):
+    def _exact_confirm(self, pairs, keyed_batches):
         """Edges among borderline ``pairs`` (a, b, estimate) whose exact shingle Jaccard reaches the threshold.
 
         Only the texts of documents in such pairs are joined in: a Bloom filter of their keys (a
-        small side input) selects them from ``keyed_docs``.
+        small side input) selects them from ``keyed_batches`` (lists of (node key, document)).
         """
         config = self.config
         accepted = _counter("edges_by_exact_jaccard")
@@ -713,8 +683,8 @@ class Deduplicate(beam.PTransform):
             | "BorderlineKeys" >> beam.FlatMap(lambda pair: pair[:2])
             | "BorderlineBloom" >> beam.CombineGlobally(BloomFilter())
         )
-        texts = keyed_docs | "BorderlineTexts" >> beam.FlatMap(
-            lambda kv, bits: [(kv[0], kv[1]["text"])] if bloom_contains(bits, kv[0]) else [],
+        texts = keyed_batches | "BorderlineTexts" >> beam.FlatMap(
+            lambda batch, bits: [(key, doc["text"]) for key, doc in batch if bloom_contains(bits, key)],
             bits=beam.pvalue.AsSingleton(bloom),
         )
 
@@ -824,7 +794,7 @@ class Deduplicate(beam.PTransform):
         roots = labels | "Roots" >> beam.Map(lambda kv: (kv[1], True))
         decided = (
             {"rep": reps, "label": labels, "link": links, "root": roots}
-            | "JoinRepLabel" >> beam.CoGroupByKey()
+            | "JoinRepLabel" >> BatchedCoGroupByKey(self.buckets)
             | "Decide" >> beam.FlatMap(decide).with_outputs("size_part", "root", main="fate")
         )
         sizes = decided.size_part | "ClusterSizes" >> beam.CombinePerKey(sum)
@@ -840,15 +810,13 @@ class Deduplicate(beam.PTransform):
             | "JoinRootSizes" >> beam.CoGroupByKey()
             | "RootFates" >> beam.FlatMap(root_fate)
         )
-        fate = (decided.fate, root_fates) | "AllFates" >> beam.Flatten()
-
         exact_count = _counter("exact_duplicates")
         near_count = _counter("near_duplicates")
         missing = _counter("documents_without_fate")
 
         def apply(item):
             key, groups = item
-            decision = next(iter(groups["fate"]), None)
+            decision = next(iter(groups["fate"]), None) or next(iter(groups["root_fate"]), None)
             for doc in groups["doc"]:
                 if decision is None:  # cannot happen; keep rather than lose a document
                     missing.inc()
@@ -872,8 +840,8 @@ class Deduplicate(beam.PTransform):
                     )
 
         result = (
-            {"doc": keyed_docs, "fate": fate}
-            | "JoinDocs" >> beam.CoGroupByKey()
+            {"doc": keyed_docs, "fate": decided.fate, "root_fate": root_fates}
+            | "JoinDocs" >> BatchedCoGroupByKey(self.buckets)
             | "Apply" >> beam.FlatMap(apply).with_outputs("rejected", main="kept")
         )
         cluster_dist = Metrics.distribution(NAMESPACE, "cluster_size")
@@ -892,35 +860,46 @@ class Deduplicate(beam.PTransform):
             yield pvalue.TaggedOutput("index", decision[2])
             yield STAT_KEEP, survivor, size
 
-        split = fate | "SplitFates" >> beam.FlatMap(split_fate).with_outputs("index", main="stats")
-        stat_records = (split.stats, unconverged) | "AllStatRecords" >> beam.Flatten()
-        stats = self._write_index(split.index, stat_records)
+        split = decided.fate | "SplitFates" >> beam.FlatMap(split_fate).with_outputs("index", main="stats")
+        split_roots = root_fates | "SplitRootFates" >> beam.FlatMap(split_fate).with_outputs("index", main="stats")
+        stats = self._write_index([split.index, split_roots.index], [split.stats, split_roots.stats, unconverged])
         return DedupOutputs(result.kept, result.rejected, stats)
 
     # ----------------------------------------------------------------- index + stats
 
-    def _write_index(self, index_rows, stat_records):
-        """Write the signature index of ``index_rows`` and ``index.json``; return the stats PCollection.
+    def _write_index(self, index_rows: list, stat_records: list):
+        """Write the signature index of the ``index_rows`` PCollections and ``index.json``; return the
+        stats PCollection.
 
-        ``stat_records``: one per fate, ``(STAT_KEEP, survivor id or None, cluster size)`` or
-        ``(rule,)``, plus ``(STAT_UNCONVERGED,)`` per unconverged node, all counted by one combine.
+        ``stat_records``: PCollections of one record per fate, ``(STAT_KEEP, survivor id or None,
+        cluster size)`` or ``(rule,)``, and ``(STAT_UNCONVERGED,)`` per unconverged node, all counted
+        by one combine. Both are batched before they are merged, so no step downstream reads them
+        one document at a time.
         """
         config = self.config
         output_dir = self.output_dir
 
-        stats = stat_records | "DedupStats" >> beam.CombineGlobally(DedupStats())
+        stats = (
+            [records | f"BatchStatRecords{i}" >> beam.ParDo(FixedBatches(4096)) for i, records in enumerate(stat_records)]
+            | "AllStatRecords" >> beam.Flatten()
+            | "DedupStats" >> beam.CombineGlobally(DedupStats())
+        )
 
-        def keyed_by_shard(row, stats):
+        def keyed_by_shard(rows, stats):
             shards = max(1, -(-stats["counts"].get(STAT_KEEP, 0) // ROWS_PER_INDEX_SHARD))
-            return (_shard_of(row["id"], shards), shards), row
+            by_shard: dict[int, list] = {}
+            for row in rows:
+                by_shard.setdefault(_shard_of(row["id"], shards), []).append(row)
+            return [((shard, shards), shard_rows) for shard, shard_rows in by_shard.items()]
 
         def write(item):
-            (shard, shards), rows = item
-            return write_index_shard((shard, rows), output_dir, config, shards)
+            (shard, shards), batches = item
+            return write_index_shard((shard, [row for rows in batches for row in rows]), output_dir, config, shards)
 
         shard_entries = (
-            index_rows
-            | "ShardIndexRows" >> beam.Map(keyed_by_shard, stats=beam.pvalue.AsSingleton(stats))
+            [rows | f"BatchIndexRows{i}" >> beam.ParDo(FixedBatches(512)) for i, rows in enumerate(index_rows)]
+            | "AllIndexRows" >> beam.Flatten()
+            | "ShardIndexRows" >> beam.FlatMap(keyed_by_shard, stats=beam.pvalue.AsSingleton(stats))
             | "GroupIndexShards" >> beam.GroupByKey()
             | "WriteIndexShards" >> beam.Map(write)
             | "CollectShards" >> beam.combiners.ToList()
@@ -955,7 +934,7 @@ class Deduplicate(beam.PTransform):
 
 
 class DedupStats(beam.CombineFn):
-    """Stats records -> {"counts": {kind: n}, "largest": (survivor, size) or None}.
+    """Lists of stats records -> {"counts": {kind: n}, "largest": (survivor, size) or None}.
 
     The largest cluster is the one with the most documents, then the smallest survivor id.
     """
@@ -963,13 +942,15 @@ class DedupStats(beam.CombineFn):
     def create_accumulator(self):
         return {}, None
 
-    def add_input(self, accumulator, record):
+    def add_input(self, accumulator, records):
+        """``records``: a list of stats records."""
         counts, best = accumulator
-        counts[record[0]] = counts.get(record[0], 0) + 1
-        if record[0] == STAT_KEEP and record[1] is not None:
-            candidate = (-record[2], record[1])
-            if best is None or candidate < best:
-                best = candidate
+        for record in records:
+            counts[record[0]] = counts.get(record[0], 0) + 1
+            if record[0] == STAT_KEEP and record[1] is not None:
+                candidate = (-record[2], record[1])
+                if best is None or candidate < best:
+                    best = candidate
         return counts, best
 
     def merge_accumulators(self, accumulators):

@@ -265,40 +265,26 @@ class CleanRecords(beam.DoFn):
         yield from self.counts.emit("counts")
 
 
-class IdStats(beam.CombineFn):
-    """(count, smallest origin key) of the documents sharing an id."""
-
-    def create_accumulator(self):
-        return (0, None)
-
-    def add_input(self, acc, key):
-        count, best = acc
-        return (count + 1, key if best is None or key < best else best)
-
-    def merge_accumulators(self, accs):
-        count, best = 0, None
-        for c, b in accs:
-            count += c
-            if b is not None and (best is None or b < best):
-                best = b
-        return (count, best)
-
-    def extract_output(self, acc):
-        return acc
+def first_origins(item: tuple[str, list[tuple]]):
+    """(id, origin keys of its documents) -> (id, the first origin key) when the id is repeated."""
+    doc_id, origins = item
+    if len(origins) > 1:
+        yield doc_id, min(origins)
 
 
-def resolve_duplicate_ids(row: dict[str, Any], winners: dict[str, tuple]):
-    """Keep a document unless another one with its id comes first in the input."""
-    winner = winners.get(row["id"])
-    if winner is not None and winner[2] != row["origin"]:
-        yield beam.pvalue.TaggedOutput(
-            "rejected",
-            rejection_row(
-                Rejection(row["source"], "duplicate_id", row["origin"], f"id also at {winner[2]}", row["id"], row["text"], row["id"])
-            ),
-        )
-    else:
-        yield row
+def resolve_duplicate_ids(rows: list[dict[str, Any]], winners: dict[str, tuple]):
+    """Keep each document of a batch unless another one with its id comes first in the input."""
+    for row in rows:
+        winner = winners.get(row["id"])
+        if winner is not None and winner[2] != row["origin"]:
+            yield beam.pvalue.TaggedOutput(
+                "rejected",
+                rejection_row(
+                    Rejection(row["source"], "duplicate_id", row["origin"], f"id also at {winner[2]}", row["id"], row["text"], row["id"])
+                ),
+            )
+        else:
+            yield row
 
 
 class Segment(beam.DoFn):
@@ -315,7 +301,9 @@ class Segment(beam.DoFn):
         self.progress = ProgressFile(self.work_dir, "segmented")
 
     def process(self, rows: list[dict[str, Any]], n_shards: int):
+        """A batch of rows -> (shard, the batch's rows of that shard) for each shard it has rows of."""
         words = self.cut_batch([row["text"] for row in rows])
+        by_shard: dict[int, list[dict[str, Any]]] = {}
         for row, row_words in zip(rows, words):
             row = dict(row)  # never mutate an input element
             row["words"] = pack_words(row_words)  # one string is far cheaper to shuffle than a list
@@ -326,7 +314,8 @@ class Segment(beam.DoFn):
             self.counts.add(("chars_kept", source), row["num_chars"])
             self.counts.add(("bytes_kept", source), len(row["text"].encode("utf-8")))
             self.counts.add(("words_kept", source), len(row_words))
-            yield stable_hash(row["id"]) % n_shards, row
+            by_shard.setdefault(stable_hash(row["id"]) % n_shards, []).append(row)
+        yield from by_shard.items()
         self.counter.inc(len(rows))
         self.progress.add(len(rows), sum(len(r["text"]) for r in rows) * 3)
 
@@ -537,7 +526,7 @@ def _pass_through_dedup(docs):
 
 def build_pipeline(pipeline: beam.Pipeline, job: BuildJob) -> None:
     """Add the whole ``corpus build`` graph to ``pipeline``."""
-    from cpm.pipeline.dedup import FixedBatches
+    from cpm.pipeline.batching import BatchedGroupByKey, FixedBatches, shuffle_buckets
 
     files = (
         pipeline
@@ -549,22 +538,26 @@ def build_pipeline(pipeline: beam.Pipeline, job: BuildJob) -> None:
         "rejected", "counts", main="docs"
     )
 
+    # Documents travel in batches wherever a step downstream reads them from another stage (a side
+    # input or a shuffle): a runner's cost is per element (see cpm.pipeline.batching).
+    buckets = shuffle_buckets(sum(job.input_sizes.values()))
+    clean_batches = cleaned.docs | "BatchCleaned" >> beam.ParDo(FixedBatches(256))
+
     # duplicate ids: only (id, origin key) pairs are shuffled; the docs stay where they are
     winners = (
-        cleaned.docs
-        | "IdKeys" >> beam.Map(lambda row: (row["id"], origin_key(row["origin"])))
-        | "IdStats" >> beam.CombinePerKey(IdStats())
-        | "RepeatedIds" >> beam.Filter(lambda kv: kv[1][0] > 1)
-        | "Winners" >> beam.Map(lambda kv: (kv[0], kv[1][1]))
+        clean_batches
+        | "IdKeys" >> beam.FlatMap(lambda rows: [(row["id"], origin_key(row["origin"])) for row in rows])
+        | "IdGroups" >> BatchedGroupByKey(buckets)
+        | "RepeatedIds" >> beam.FlatMap(first_origins)
     )
-    unique = cleaned.docs | "DuplicateIds" >> beam.FlatMap(
+    unique = clean_batches | "DuplicateIds" >> beam.FlatMap(
         resolve_duplicate_ids, winners=beam.pvalue.AsDict(winners)
     ).with_outputs("rejected", main="docs")
 
     if job.dedup is not None and job.dedup.enabled:
         from cpm.pipeline.dedup import Deduplicate
 
-        deduped = unique.docs | "Dedup" >> Deduplicate(job.dedup, job.work_dir)
+        deduped = unique.docs | "Dedup" >> Deduplicate(job.dedup, job.work_dir, buckets)
         kept, dup_rejected, dedup_stats = deduped.kept, deduped.rejected, deduped.stats
     else:
         kept, dup_rejected = _pass_through_dedup(unique.docs)
@@ -605,7 +598,9 @@ def build_pipeline(pipeline: beam.Pipeline, job: BuildJob) -> None:
         "documents": (
             segmented.rows
             | "DocsGroupShards" >> beam.GroupByKey()
-            | "DocsWriteShards" >> beam.Map(write_shard, job.work_dir, "shards", "documents")
+            | "DocsWriteShards" >> beam.Map(
+                lambda item: write_shard((item[0], [row for rows in item[1] for row in rows]), job.work_dir, "shards", "documents")
+            )
         )
     }
     n_shards = {"documents": doc_shards}
@@ -755,6 +750,39 @@ class ProgressDisplay:
         )
 
 
+def _memoize_dofn_specs() -> None:
+    """Make Beam compute each DoFn's state and timer specs once, not ~8 times.
+
+    ``apache_beam.transforms.userstate.get_dofn_specs`` inspects the signature of every method of a DoFn
+    and is called again for the same DoFn from ``ParDo``, the runner and ``to_runner_api``: ~1.5 s of
+    CPU for this job's ~120 ParDos, every run.  The specs of a DoFn object never change, so they are
+    remembered per object (weakly); if Beam's internals differ from what this expects, nothing is changed.
+    """
+    import weakref
+
+    from apache_beam.transforms import userstate
+
+    original = getattr(userstate, "get_dofn_specs", None)
+    if original is None or getattr(original, "cpm_memoized", False):
+        return
+    specs_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def get_dofn_specs(dofn):
+        try:
+            return specs_of[dofn]
+        except (KeyError, TypeError):
+            pass
+        specs = original(dofn)
+        try:
+            specs_of[dofn] = specs
+        except TypeError:  # not weakly referenceable: just not remembered
+            pass
+        return specs
+
+    get_dofn_specs.cpm_memoized = True
+    userstate.get_dofn_specs = get_dofn_specs
+
+
 def run_build(job: BuildJob, beam_args: list[str], progress: bool = True) -> dict[str, Any]:
     """Run the Beam job, publish the output directory, return its manifest."""
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -763,6 +791,11 @@ def run_build(job: BuildJob, beam_args: list[str], progress: bool = True) -> dic
 
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
+    if not any(a.startswith(("--pipeline_type_check", "--no_pipeline_type_check")) for a in beam_args):
+        # Construction-time type checks of this fixed graph cost ~0.8 s a run (tests/test_corpus_build.py
+        # builds it with them on); --pipeline_type_check turns them back on.
+        beam_args = [*beam_args, "--no_pipeline_type_check"]
+    _memoize_dofn_specs()
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("jieba").setLevel(logging.WARNING)
