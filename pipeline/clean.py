@@ -203,14 +203,23 @@ def _is_cjk(codes):
     return mask
 
 
+_CJK_TABLE: list = []  # [uint8 array: 1 for a CJK ideograph, by code point up to the last range's end]
+
+
 def count_cjk(text: str) -> int:
     """Number of CJK ideographs in ``text``."""
     if not text:
         return 0
     import numpy as np
 
-    codes = code_points(text)
-    return sum(int(np.count_nonzero((codes - first) <= span)) for first, span in _CJK_RANGES)  # disjoint ranges
+    if not _CJK_TABLE:
+        end = max(first + span for first, span in _CJK_RANGES) + 2
+        table = np.zeros(end, dtype=np.uint8)
+        for first, span in _CJK_RANGES:
+            table[first : first + span + 1] = 1
+        _CJK_TABLE.append(table)
+    table = _CJK_TABLE[0]
+    return int(np.count_nonzero(table[np.minimum(code_points(text), table.size - 1)]))
 
 
 _RATIO_CACHE: list = [(None, 0.0)]  # [(text object, its ratio)]: the filter and the document row ask for the same text
@@ -481,13 +490,22 @@ def _codes(text: str):
     return _NGRAM_CACHE[1]
 
 
-def top_ngram_fraction(codes, n: int) -> float:
-    """Characters in all occurrences of the most frequent character n-gram / all characters."""
+def top_ngram_fraction(codes, n: int, limit: float | None = None) -> float:
+    """Characters in all occurrences of the most frequent character n-gram / all characters.
+
+    With ``limit``, a cheap upper bound may be returned instead when it is at most ``limit``: the
+    largest count of the n-gram hashes folded into 4096 buckets (folding only merges counts).
+    """
     import numpy as np
 
     if len(codes) < n:
         return 0.0
-    _, counts = np.unique(_ngram_hashes(codes, n), return_counts=True)
+    hashes = _ngram_hashes(codes, n)
+    if limit is not None:
+        bound = int(np.bincount((hashes & np.uint64(4095)).astype(np.intp), minlength=1).max())
+        if (bound * n / len(codes) if bound > 1 else 0.0) <= limit:
+            return bound * n / len(codes) if bound > 1 else 0.0
+    _, counts = np.unique(hashes, return_counts=True)
     top = int(counts.max())
     return top * n / len(codes) if top > 1 else 0.0
 
@@ -499,6 +517,9 @@ def duplicate_ngram_fraction(codes, n: int) -> float:
     if len(codes) < n:
         return 0.0
     hashes = _ngram_hashes(codes, n)
+    ranked = np.sort(hashes)
+    if not (ranked[1:] == ranked[:-1]).any():  # most texts: no n-gram repeats (a plain sort is cheaper)
+        return 0.0
     order = np.argsort(hashes, kind="stable")  # equal n-grams stay in text order
     ranked = hashes[order]
     repeats = order[1:][ranked[1:] == ranked[:-1]]  # every occurrence but the first
@@ -520,7 +541,7 @@ def top_ngrams(record: RawRecord, config: CleanConfig) -> Result:
         # the top n-gram occurs at most as often as the top m-gram (m < n): skip hopeless checks
         if smallest is not None and smallest[1] * n / smallest[0] <= limit:
             continue
-        frac = top_ngram_fraction(codes, n)
+        frac = top_ngram_fraction(codes, n, limit)  # exact when above the limit, else at most the limit
         if frac > limit:
             return _reject(record, "top_ngrams", f"top {n}-gram fraction {frac:.3f} > {limit}")
         if smallest is None:

@@ -211,3 +211,17 @@ def test_dictionary_is_jiebas_with_jiebas_total() -> None:
     assert all(model.route.has_word(w) for w in random.Random(0).sample(frequent, 20_000))
     prefixes = [w for w, f in jieba.dt.FREQ.items() if not f]
     assert not any(model.route.has_word(w) for w in random.Random(0).sample(prefixes, 20_000))
+
+
+def test_dictionary_loader_checks_other_dicts_line_by_line(tmp_path: Path) -> None:
+    """A dict.txt other than jieba's takes the validated path: 2-field and CRLF lines, duplicates counted."""
+    path = tmp_path / "dict.txt"
+    path.write_bytes("北京 100 ns\r\n天安门 50\n北京 100 ns\n".encode("utf-8"))
+    route, total = segment._load_route_finder(str(path))
+    assert total == 250 and route.has_word("天安门") and route.has_word("北京")
+    for bad, message in [("abc 5 n\n", "purely alphanumeric"), ("好 0 n\n", "zero frequency"), ("好 x n\n", "invalid dictionary entry")]:
+        path.write_text("北京 100 ns\n" + bad, encoding="utf-8")
+        with pytest.raises(ValueError, match=f"dict.txt:2: {message}"):
+            segment._load_route_finder(str(path))
+    plain = "北京 100 ns\n天安门 50 ns\n"
+    assert segment._is_plain_dict(plain) and not segment._is_plain_dict("北京 100\n")

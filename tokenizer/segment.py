@@ -26,12 +26,14 @@ The route has been checked against rjieba 0.2.2 (jieba-rs 0.11.0); other version
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 
@@ -68,6 +70,7 @@ _MERGED_ALNUM = re.compile("[a-zA-Z0-9]{2,}")
 _BAD_DICT_LINE = re.compile("^(?:[a-zA-Z0-9]{2,} |\\S+ (?:0+|\\S*\\D\\S*) |\\S+ \\S+\\n|\\s)", re.M)
 
 VERIFIED_RJIEBA = "0.2.2"
+JIEBA_DICT_SHA256 = "7197c3211ddd98962b036cdf40324d1ea2bfaa12bd028e68faa70111a88e12a8"  # jieba 0.42.1 dict.txt
 _MIN_FLOAT = -3.14e100  # finalseg.MIN_FLOAT
 _MISSING_EMIT = (_MIN_FLOAT,) * 4
 _CACHE_LIMIT = 200_000  # entries per cache: at most ~40 MB per process
@@ -111,22 +114,27 @@ def jieba_dict_path() -> str:
     return os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
 
 
+def _is_plain_dict(data: str) -> bool:
+    """Whether every line of a dict.txt is "word freq tag" as the fast load path needs (checked in one pass)."""
+    fields = data.split()
+    lines = data.count("\n") + (not data.endswith("\n"))
+    return len(fields) == 3 * lines and "\r" not in data and not _BAD_DICT_LINE.search(data)
+
+
 def _load_route_finder(path: str):
     """An empty rjieba loaded with jieba's dict, parsed exactly like ``Tokenizer.gen_pfdict``; its total."""
     import rjieba
 
     route = rjieba.Jieba.empty()
     with open(path, "rb") as f:
-        data = f.read().decode("utf-8")
-    fields = data.split()
-    lines = data.count("\n") + (not data.endswith("\n"))
-    if len(fields) == 3 * lines and "\r" not in data and not _BAD_DICT_LINE.search(data):
-        # Fast path (jieba's own dict.txt): every line is "word freq tag", so whitespace-split fields come in
-        # threes; the checks above are the slow path's per-line checks, done once over the whole text.
+        raw = f.read()
+    data = raw.decode("utf-8")
+    if hashlib.sha256(raw).hexdigest() == JIEBA_DICT_SHA256 or _is_plain_dict(data):
+        # Fast path: every line is "word freq tag" with a positive decimal freq and a word that is not
+        # purely alphanumeric (the slow path's per-line checks; known to hold for jieba 0.42.1's dict.txt).
+        fields = data.split()
         words, freqs = fields[0::3], list(map(int, fields[1::3]))
-        add = route.add_word
-        for word, freq in zip(words, freqs):
-            add(word, freq, None)
+        list(map(route.add_word, words, freqs, repeat(None)))
         total = sum(freqs)
         missing = total - sum(dict(zip(words, freqs)).values())
         if missing:
@@ -176,7 +184,8 @@ def _build_model() -> _Model:
     logger.debug("loading jieba dictionary %s into rjieba", path)
     route, total = _load_route_finder(path)
     chars = set().union(*(emit_p[s] for s in "BEMS"))
-    emit = {c: tuple(emit_p[s].get(c, _MIN_FLOAT) for s in "BEMS") for c in chars}
+    b, e, m, s = (emit_p[state] for state in "BEMS")
+    emit = {c: (b.get(c, _MIN_FLOAT), e.get(c, _MIN_FLOAT), m.get(c, _MIN_FLOAT), s.get(c, _MIN_FLOAT)) for c in chars}
     start = tuple(start_p[s] for s in "BEMS")
     trans = tuple(trans_p[a][b] for a, b in ("EB", "SB", "BE", "ME", "BM", "MM", "ES", "SS"))
     emit_table = np.full((_HAN_END - _HAN_START, 4), _MIN_FLOAT)
