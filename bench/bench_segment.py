@@ -1,11 +1,12 @@
 """Throughput of ``cpm.tokenizer.segment.cut`` against ``jieba.cut`` (jieba 0.42.1), one core each.
 
-Both segment every line of the shared corpora (``../shared/data/zh``) one call per line, in this process
-(single-threaded); ``cut_batch`` (what the corpus job calls) gets the same lines 1,000 at a time. Reported: MB/s of UTF-8 input over CPU time of this process (robust on a shared
-machine; wall-clock MB/s alongside), for jieba, for ``cut`` starting from empty caches (the honest
-number: a single pass over a corpus it has never seen) and for a second ``cut`` pass (warm caches, as in
-a long-running worker). Also checks the words are identical and reports how many texts took the
-block-split path and how large the caches grew.
+Both segment every line of the shared corpora (``../shared/data/zh``) in this process (single-threaded):
+``cut_batch`` (what the corpus job calls) 1,000 lines at a time, and ``cut`` one call per line. jieba and
+ours take turns on each 1,000-line chunk, so both are timed on the same machine state (a shared
+machine's speed drifts by tens of percent within minutes). Reported: MB/s of UTF-8 input over CPU time
+of this process, ours and jieba's in the same pass, and the ratio -- starting from empty caches
+("cold": one pass over a corpus never seen) and for a second pass ("warm", as in a long-running
+worker); the best ratio of ``--repeat`` passes. Every pass is checked word for word against jieba.
 
 Usage: python bench/bench_segment.py [--lines N] [--repeat R]
 """
@@ -33,18 +34,30 @@ def read_lines(name: str) -> list[str]:
         return io.TextIOWrapper(stream, encoding="utf-8", newline="").read().split("\n")
 
 
-def timed(fn, texts: list[str]) -> tuple[float, float, list[list[str]]]:
-    """(cpu seconds, wall seconds, outputs) of ``[fn(t) for t in texts]``."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = [fn(t) for t in texts]
-    return time.process_time() - cpu, time.perf_counter() - wall, out
+def interleaved(ours, texts: list[str], cold: bool, chunk: int = 1000) -> tuple[float, float, list[list[str]]]:
+    """(our CPU seconds, jieba's CPU seconds, our words) over ``texts`` in chunks of ``chunk`` lines, jieba
+    and ``ours`` taking turns on each chunk, so both see the same machine (this one's speed drifts).
 
+    ``ours(chunk_texts)`` returns the chunk's words; ``cold`` empties our caches before the pass.
+    """
+    import jieba
 
-def timed_batch(fn, texts: list[str], size: int = 1000) -> tuple[float, float, list[list[str]]]:
-    """(cpu seconds, wall seconds, outputs) of ``fn`` over batches of ``size`` texts (as the corpus job does)."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = [words for i in range(0, len(texts), size) for words in fn(texts[i : i + size])]
-    return time.process_time() - cpu, time.perf_counter() - wall, out
+    from cpm.tokenizer import segment
+
+    if cold:
+        segment.clear_caches()
+    t_ours = t_jieba = 0.0
+    words: list[list[str]] = []
+    for i in range(0, len(texts), chunk):
+        part = texts[i : i + chunk]
+        start = time.process_time()
+        for text in part:
+            list(jieba.cut(text))
+        middle = time.process_time()
+        words += ours(part)
+        t_ours += time.process_time() - middle
+        t_jieba += middle - start
+    return t_ours, t_jieba, words
 
 
 def main() -> None:
@@ -63,44 +76,37 @@ def main() -> None:
     segment.cut("预热")  # builds the model: rjieba + jieba's dict + HMM tables
     print(f"segment model load: {time.perf_counter() - t0:.2f} s (once per process)")
 
-    def jieba_cut(text: str) -> list[str]:
-        return list(jieba.cut(text))
-
     rows = []
     for name in CORPORA:
         texts = read_lines(name)
         if args.lines:
             texts = texts[: args.lines]
         mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
-        best = {}
-        for _ in range(args.repeat):
-            results = {"jieba": timed(jieba_cut, texts)}
-            segment.clear_caches()
-            results["cut (cold)"] = timed(segment.cut, texts)
-            results["cut (warm)"] = timed(segment.cut, texts)
-            segment.clear_caches()
-            results["batch (cold)"] = timed_batch(segment.cut_batch, texts)
-            results["batch (warm)"] = timed_batch(segment.cut_batch, texts)
-            for key, (cpu, wall, out) in results.items():
-                if key not in best or cpu < best[key][0]:
-                    best[key] = (cpu, wall, out)
-        reference = best["jieba"][2]
-        for key in ("cut (cold)", "cut (warm)", "batch (cold)", "batch (warm)"):
-            bad = sum(a != b for a, b in zip(reference, best[key][2]))
-            if bad:
-                sys.exit(f"{name}: {bad} lines differ from jieba ({key})")
+        reference = [list(jieba.cut(t)) for t in texts]
+        passes = {
+            "batch (cold)": (segment.cut_batch, True),  # what the corpus job calls, 1,000 texts at a time
+            "batch (warm)": (segment.cut_batch, False),
+            "cut (cold)": (lambda part: [segment.cut(t) for t in part], True),  # one call per line
+            "cut (warm)": (lambda part: [segment.cut(t) for t in part], False),
+        }
+        for key, (fn, cold) in passes.items():
+            best = None
+            for _ in range(args.repeat):
+                t_ours, t_jieba, words = interleaved(fn, texts, cold)
+                bad = sum(a != b for a, b in zip(reference, words))
+                if bad or len(words) != len(texts):
+                    sys.exit(f"{name}: {bad} lines differ from jieba ({key})")
+                if best is None or t_jieba / t_ours > best[1] / best[0]:
+                    best = (t_ours, t_jieba)
+            rows.append((name, len(texts), mb, key, mb / best[0], mb / best[1], best[1] / best[0]))
         slow = sum(segment.needs_block_split(t) for t in texts)
-        for key, (cpu, wall, _) in best.items():
-            rows.append((name, len(texts), mb, key, mb / cpu, mb / wall, best["jieba"][0] / cpu, slow))
+        print(f"{name}: identical to jieba on every line ({slow} lines took the block-split path)")
 
-    header = f"{'corpus':30} {'lines':>6} {'MB':>6} {'segmenter':13} {'MB/s cpu':>9} {'MB/s wall':>9} {'x jieba':>8}"
+    header = f"{'corpus':30} {'lines':>6} {'MB':>6} {'segmenter':13} {'MB/s cpu':>9} {'jieba MB/s':>10} {'x jieba':>8}"
     print(header)
     print("-" * len(header))
-    for name, n, mb, key, cpu_rate, wall_rate, ratio, _ in rows:
-        print(f"{name:30} {n:6d} {mb:6.2f} {key:13} {cpu_rate:9.2f} {wall_rate:9.2f} {ratio:8.1f}")
-    for name in CORPORA:
-        slow = next(r[7] for r in rows if r[0] == name)
-        print(f"{name}: identical to jieba on every line; {slow} lines took the block-split path")
+    for name, n, mb, key, rate, jieba_rate, ratio in rows:
+        print(f"{name:30} {n:6d} {mb:6.2f} {key:13} {rate:9.2f} {jieba_rate:10.2f} {ratio:8.1f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -330,29 +330,27 @@ def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarra
     return list(map(pieces.__getitem__, inverse.tolist())), one_per_char[inverse]
 
 
-def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
+def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarray]:
     """jieba's HMM words for each run (>= 2 chars in U+4E00..U+9FD5), joined by the separator, and
     whether they are one word per char.
 
     One numpy step costs about as much as the Python Viterbi on a couple of dozen chars, so numpy takes
     the runs up to the longest length that at least ``_NUMPY_MIN_RUNS`` runs reach, and Python the rest.
     """
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
     if len(runs) < _NUMPY_MIN_RUNS:
         words = [_SEP.join(_viterbi_cut(model, run)) for run in runs]
-        return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
-    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
-    width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
-    if lengths.max() <= width:
-        words, single = _viterbi_batch(model, runs)
-        return words, single.tolist()
-    short = np.flatnonzero(lengths <= width).tolist()
-    batch_words, _ = _viterbi_batch(model, [runs[i] for i in short])
-    words = [""] * len(runs)
-    for i, w in zip(short, batch_words):
-        words[i] = w
-    for i in np.flatnonzero(lengths > width).tolist():
-        words[i] = _SEP.join(_viterbi_cut(model, runs[i]))
-    return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
+    else:
+        width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
+        if lengths.max() <= width:
+            return _viterbi_batch(model, runs)
+        short = np.flatnonzero(lengths <= width)
+        long = np.flatnonzero(lengths > width)
+        gathered = np.empty(len(runs), dtype=object)
+        gathered[short] = _viterbi_batch(model, list(map(runs.__getitem__, short.tolist())))[0]
+        gathered[long] = [_SEP.join(_viterbi_cut(model, runs[i])) for i in long.tolist()]
+        words = gathered.tolist()
+    return words, np.fromiter(map(len, words), dtype=np.int64, count=len(words)) == 2 * lengths - 1
 
 
 def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
@@ -377,11 +375,11 @@ def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
         unseen = {p for _, pieces in plans for p in pieces if len(p) > 1 and p >= "\u4e00"}
     unseen_runs = list(unseen)
     if not han_bufs and not unseen_runs:
-        words, single = [], []
+        words, single = [], np.zeros(0, dtype=bool)
     else:
         words, single = _hmm_many(model, han_bufs + unseen_runs)
     # jieba's words are the route words (single chars) iff the HMM cut between every two chars.
-    cache.update(zip(han_bufs, ["" if s else tuple(w.split(_SEP)) for w, s in zip(words, single)]))
+    cache.update(zip(han_bufs, ["" if s else tuple(w.split(_SEP)) for w, s in zip(words, single.tolist())]))
     hmm_cache.update(zip(unseen_runs, words[len(han_bufs):]))
     for buf, pieces in plans:
         words = tuple(_SEP.join([hmm_cache.get(p, p) if len(p) > 1 else p for p in pieces]).split(_SEP))
@@ -437,30 +435,21 @@ def _cut_han_texts(model: _Model, text: str) -> list[list[str]]:
             changed_starts = run_starts[changed].tolist()
             changed_ends = run_ends[changed].tolist()
             changed_words = list(map(replacements.__getitem__, changed.tolist()))
-    separators = np.flatnonzero((lengths == 1) & (codes[starts] == ord(_DOC_SEP))).tolist()
-    separators.append(len(tokens))
-    if not changed_starts:
-        return list(map(tokens.__getitem__, map(slice, [0, *[end + 1 for end in separators[:-1]]], separators)))
-    documents: list[list[str]] = []
-    start = 0
-    c = 0
-    next_change = changed_starts[0]
-    last = len(changed_starts)
-    end_of_all = len(tokens) + 1
-    for end in separators:
-        if next_change >= end:
-            documents.append(tokens[start:end])
-        else:
-            words = tokens[start:next_change]
-            while next_change < end:
-                words += changed_words[c]
-                done = changed_ends[c]
-                c += 1
-                next_change = changed_starts[c] if c < last else end_of_all
-                words += tokens[done : next_change if next_change < end else end]
-            documents.append(words)
-        start = end + 1
-    return documents
+    separators = np.flatnonzero((lengths == 1) & (codes[starts] == ord(_DOC_SEP)))
+    if changed_starts:
+        # All words of the chunk: the route words between changed bufs, and the bufs' jieba words (C-level
+        # iterators, no Python loop per buf); a separator's index moves by the bufs' word-count changes.
+        between = map(tokens.__getitem__, map(slice, [0, *changed_ends], [*changed_starts, len(tokens)]))
+        tokens = list(chain.from_iterable(chain.from_iterable(zip(between, [*changed_words, ()]))))
+        grown = np.fromiter(map(len, changed_words), dtype=np.int64, count=len(changed_words))
+        grown -= run_ends[changed] - run_starts[changed]
+        shift = np.concatenate(([0], np.cumsum(grown)))
+        separators = separators + shift[np.searchsorted(run_starts[changed], separators)]
+    ends_at = separators.tolist()
+    ends_at.append(len(tokens))
+    starts_at = (separators + 1).tolist()
+    starts_at.insert(0, 0)
+    return list(map(tokens.__getitem__, map(slice, starts_at, ends_at)))
 
 
 def _cut_one(model: _Model, text: str) -> list[str]:
