@@ -37,7 +37,12 @@ def shuffle_buckets(input_bytes: int) -> int:
 
 def bucket_of(key: Any, buckets: int) -> int:
     """A bucket in ``range(buckets)`` for ``key``, the same in every process (unlike ``hash``)."""
-    data = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else repr(key).encode("utf-8", "surrogatepass")
+    if isinstance(key, str):
+        data = key.encode("utf-8", "surrogatepass")
+    elif isinstance(key, bytes):
+        data = key
+    else:
+        data = repr(key).encode("utf-8", "surrogatepass")
     return zlib.crc32(data) % buckets
 
 

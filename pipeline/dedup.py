@@ -11,10 +11,13 @@ inside Beam (no step collects the corpus in one place, no all-pairs comparison):
 3. **LSH** — representatives are grouped by band keys (``bands x rows`` derived from the
    threshold so that a pair exactly at the threshold becomes a candidate with probability
    >= ``lsh_recall`` = 0.999, :func:`~cpm.pipeline.minhash.lsh_bands`: 25 bands x 5 rows for 0.8
-   and 128 permutations). The (band key, node) entries travel batched per bundle and
+   and 128 permutations). The (band key, node key) entries travel batched per bundle and
    :data:`LSH_PARTITIONS` partition (a hash of the band key), a few hundred fat elements instead
-   of ``bands`` small ones per document; a partition's shared band keys are found in two passes
-   and only their buckets are held (singleton buckets, nearly all of them, never are). Buckets larger than :data:`MAX_BUCKET_PAIRS` compare every member
+   of ``bands`` small ones per document, and without signatures; a partition's shared band keys
+   are found in two passes and only their buckets are held (singleton buckets, nearly all of
+   them, never are). The members of shared buckets (the candidates) get their signatures back
+   through a Bloom filter of their keys and one batched join, so a signature is shipped once
+   per shared bucket of a candidate, not once per band of every document. Buckets larger than :data:`MAX_BUCKET_PAIRS` compare every member
    with the bucket's smallest keys only (:func:`bucket_pairs`), so no step is quadratic in a
    bucket or holds a whole bucket in memory.
 4. **Confirm** — the signatures' estimated Jaccard decides a candidate pair only when it is
@@ -244,10 +247,11 @@ def band_partition(band_key: bytes) -> int:
 
 
 class _BandBatches(beam.DoFn):
-    """(rep key, signature) -> per bundle and LSH partition: (partition, (band keys, node keys, signatures)).
+    """Batches of (rep key, signature) -> per bundle and LSH partition: (partition, (band keys, node keys)).
 
     One element per partition and bundle (at most :data:`_BAND_FLUSH` entries) instead of one per
-    document and band: the band keys are shuffled in a few hundred fat elements, not millions of small ones.
+    document and band: the band keys are shuffled in a few hundred fat elements, not millions of small
+    ones. Signatures stay behind: only the members of shared buckets need theirs (see ``_candidate_edges``).
     """
 
     def __init__(self, bands: int, rows: int) -> None:
@@ -257,14 +261,14 @@ class _BandBatches(beam.DoFn):
         self.keys: list[str] = []
         self.sigs: list[bytes] = []
 
-    def process(self, node: tuple[str, bytes]):
-        key, sig = node
-        self.keys.append(key)
-        self.sigs.append(sig)
+    def process(self, nodes: list[tuple[str, bytes]]):
+        for key, sig in nodes:
+            self.keys.append(key)
+            self.sigs.append(sig)
         if len(self.keys) * self.bands >= _BAND_FLUSH:
             yield from self._drain()
 
-    def _drain(self) -> Iterator[tuple[int, tuple[bytes, list[str], bytes]]]:
+    def _drain(self) -> Iterator[tuple[int, tuple[bytes, list[str]]]]:
         keys, sig_list = self.keys, self.sigs
         self.keys, self.sigs = [], []
         if not keys:
@@ -276,7 +280,7 @@ class _BandBatches(beam.DoFn):
         bounds = np.flatnonzero(np.diff(partitions[order])) + 1
         for chunk in np.split(order, bounds):
             nodes = chunk // self.bands
-            yield int(partitions[chunk[0]]), (band_matrix[chunk].tobytes(), [keys[i] for i in nodes.tolist()], sigs[nodes].tobytes())
+            yield int(partitions[chunk[0]]), (band_matrix[chunk].tobytes(), [keys[i] for i in nodes.tolist()])
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindow
@@ -290,11 +294,11 @@ class _BandBatches(beam.DoFn):
 _BAND_FLUSH = 200_000  # buffered (band, node) entries per worker before a flush: ~120 MB at 128 permutations
 
 
-def _shared_band_keys(batches: Iterable[tuple[bytes, list[str], bytes]]) -> set[bytes]:
+def _shared_band_keys(batches: Iterable[tuple[bytes, list[str]]]) -> set[bytes]:
     """The band keys met at least twice in one LSH partition's batches (the buckets worth comparing)."""
     seen: set[bytes] = set()
     shared: set[bytes] = set()
-    for band_blob, keys, _ in batches:
+    for band_blob, keys in batches:
         for i in range(len(keys)):
             band = band_blob[i * BAND_KEY_BYTES : (i + 1) * BAND_KEY_BYTES]
             if band in seen:
@@ -623,26 +627,28 @@ class Deduplicate(beam.PTransform):
         by_estimate = _counter("edges_by_estimate")
         borderline = _counter("borderline_pairs")
 
-        def confirm(item) -> Iterator[tuple[str, str, float]]:
-            _, batches = item  # one LSH partition: batches of (band keys, node keys, signatures)
+        def shared_buckets(item) -> Iterator[tuple[bytes, list[str]]]:
+            _, batches = item  # one LSH partition: batches of (band keys, node keys)
             shared = _shared_band_keys(batches)
             if not shared:
                 return
-            buckets: dict[bytes, list[tuple[str, bytes]]] = {}
-            for band_blob, keys, sig_blob in batches:  # second pass: only the members of shared buckets
+            buckets: dict[bytes, list[str]] = {}
+            for band_blob, keys in batches:  # second pass: only the members of shared buckets
                 for i, key in enumerate(keys):
                     band = band_blob[i * BAND_KEY_BYTES : (i + 1) * BAND_KEY_BYTES]
                     if band in shared:
-                        width = len(sig_blob) // len(keys)
-                        buckets.setdefault(band, []).append((key, sig_blob[i * width : (i + 1) * width]))
-            for band in sorted(buckets):
-                members = buckets[band]
+                        buckets.setdefault(band, []).append(key)
+            for band, members in buckets.items():
                 bucket_sizes.update(len(members))
                 if len(members) > MAX_BUCKET_PAIRS:
                     oversized.inc()
-                for pair in bucket_pairs(members, low, num_perm):
-                    compared.inc()
-                    yield pair
+                yield band, members
+
+        def confirm(item) -> Iterator[tuple[str, str, float]]:
+            _, members = item  # one shared bucket: (node key, signature) of each member
+            for pair in bucket_pairs(members, low, num_perm):
+                compared.inc()
+                yield pair
 
         def route(pair: tuple[str, str, float]):
             a, b, estimate = pair
@@ -657,10 +663,32 @@ class Deduplicate(beam.PTransform):
                 borderline.inc()
                 yield pvalue.TaggedOutput("borderline", pair)
 
-        routed = (
-            lsh_nodes
+        # Band keys travel without signatures; the members of shared buckets (candidates, few unless the
+        # corpus is full of duplicates) get theirs back through a Bloom filter and one batched join.
+        lsh_batches = lsh_nodes | "BatchLshNodes" >> beam.ParDo(FixedBatches(1024))
+        buckets = (
+            lsh_batches
             | "BandKeys" >> beam.ParDo(_BandBatches(bands, rows))
             | "GroupByBandPartition" >> beam.GroupByKey()
+            | "SharedBuckets" >> beam.FlatMap(shared_buckets)
+        )
+        candidates = (
+            buckets
+            | "CandidateKeys" >> beam.FlatMap(lambda bucket: bucket[1])
+            | "CandidateBloom" >> beam.CombineGlobally(BloomFilter())
+        )
+        candidate_sigs = lsh_batches | "CandidateSignatures" >> beam.FlatMap(
+            lambda batch, bits: [(key, sig) for key, sig in batch if bloom_contains(bits, key)],
+            bits=beam.pvalue.AsSingleton(candidates),
+        )
+        memberships = buckets | "Memberships" >> beam.FlatMap(lambda bucket: [(key, bucket[0]) for key in bucket[1]])
+        routed = (
+            {"sig": candidate_sigs, "band": memberships}
+            | "JoinSignatures" >> BatchedCoGroupByKey(self.buckets)
+            | "MembersWithSignatures" >> beam.FlatMap(
+                lambda item: [(band, (item[0], item[1]["sig"][0])) for band in item[1]["band"]] if item[1]["sig"] else []
+            )
+            | "GroupBuckets" >> BatchedGroupByKey(self.buckets)
             | "ConfirmPairs" >> beam.FlatMap(confirm)
             | "UniquePairs" >> beam.Distinct()  # a pair met in several bands: same keys, same estimate
             | "RouteByEstimate" >> beam.FlatMap(route).with_outputs("borderline", main="edges")
