@@ -330,27 +330,29 @@ def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarra
     return list(map(pieces.__getitem__, inverse.tolist())), one_per_char[inverse]
 
 
-def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarray]:
+def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
     """jieba's HMM words for each run (>= 2 chars in U+4E00..U+9FD5), joined by the separator, and
     whether they are one word per char.
 
     One numpy step costs about as much as the Python Viterbi on a couple of dozen chars, so numpy takes
     the runs up to the longest length that at least ``_NUMPY_MIN_RUNS`` runs reach, and Python the rest.
     """
-    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
-    if len(runs) < _NUMPY_MIN_RUNS:
+    if len(runs) < _NUMPY_MIN_RUNS:  # a few runs (one text's, say): numpy's set-up would cost more
         words = [_SEP.join(_viterbi_cut(model, run)) for run in runs]
+        return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
+    lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
+    width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
+    if lengths.max() <= width:
+        words, single = _viterbi_batch(model, runs)
     else:
-        width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
-        if lengths.max() <= width:
-            return _viterbi_batch(model, runs)
         short = np.flatnonzero(lengths <= width)
         long = np.flatnonzero(lengths > width)
         gathered = np.empty(len(runs), dtype=object)
         gathered[short] = _viterbi_batch(model, list(map(runs.__getitem__, short.tolist())))[0]
         gathered[long] = [_SEP.join(_viterbi_cut(model, runs[i])) for i in long.tolist()]
         words = gathered.tolist()
-    return words, np.fromiter(map(len, words), dtype=np.int64, count=len(words)) == 2 * lengths - 1
+        single = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) == 2 * lengths - 1
+    return words, single.tolist()
 
 
 def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
@@ -375,11 +377,11 @@ def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
         unseen = {p for _, pieces in plans for p in pieces if len(p) > 1 and p >= "\u4e00"}
     unseen_runs = list(unseen)
     if not han_bufs and not unseen_runs:
-        words, single = [], np.zeros(0, dtype=bool)
+        words, single = [], []
     else:
         words, single = _hmm_many(model, han_bufs + unseen_runs)
     # jieba's words are the route words (single chars) iff the HMM cut between every two chars.
-    cache.update(zip(han_bufs, ["" if s else tuple(w.split(_SEP)) for w, s in zip(words, single.tolist())]))
+    cache.update(zip(han_bufs, ["" if s else tuple(w.split(_SEP)) for w, s in zip(words, single)]))
     hmm_cache.update(zip(unseen_runs, words[len(han_bufs):]))
     for buf, pieces in plans:
         words = tuple(_SEP.join([hmm_cache.get(p, p) if len(p) > 1 else p for p in pieces]).split(_SEP))
