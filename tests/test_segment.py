@@ -185,6 +185,12 @@ def test_batched_viterbi_equals_the_python_one() -> None:
         assert got.split("\x00") == expected, run
         assert bool(one_per_char) == (len(expected) == len(run))
         assert got.split("\x00") == list(jieba.finalseg.cut(run)), run
+    # _hmm_many batches by length class and leaves the longest and the rare lengths to Python
+    mixed = runs + ["".join(rng.choice(alphabet) for _ in range(n)) for n in (100, 200, 300, 600, 700) * 30]
+    words, single = segment._hmm_many(model, mixed)
+    for run, got, one_per_char in zip(mixed, words, single):
+        expected = segment._viterbi_cut(model, run)
+        assert got.split("\x00") == expected and one_per_char == (len(expected) == len(run)), run
 
 
 def test_works_in_a_spawned_process_pool_after_pickling() -> None:

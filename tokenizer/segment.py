@@ -80,6 +80,7 @@ _MISSING_EMIT = (_MIN_FLOAT,) * 4
 _CACHE_LIMIT = 200_000  # entries per cache: at most ~40 MB per process
 _HAN_START, _HAN_END = 0x4E00, 0x9FD6  # the chars of finalseg.re_han
 _NUMPY_MIN_RUNS = 24  # a numpy Viterbi step pays off for at least this many runs (see _hmm_many)
+_LENGTH_CLASSES = np.array([8, 32, 128, 512])  # upper bounds of the run lengths _hmm_many batches together
 _DROP = 0xFFFFFFFF  # not a code point: marks slots _viterbi_batch removes before decoding
 _RECORD_END = "\x02"  # ends each run's words in _viterbi_batch's output
 _BATCH_CHARS = 1 << 18  # chars per route call in cut_batch
@@ -338,25 +339,24 @@ def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
     """jieba's HMM words for each run (>= 2 chars in U+4E00..U+9FD5), joined by the separator, and
     whether they are one word per char.
 
-    One numpy step costs about as much as the Python Viterbi on a couple of dozen chars, so numpy takes
-    the runs up to the longest length that at least ``_NUMPY_MIN_RUNS`` runs reach, and Python the rest.
+    Runs go to :func:`_viterbi_batch` by length class (2-8, 9-32, 33-128, 129-512 chars), so its padded
+    arrays hold at most ~4 cells per char of input; a class with fewer than ``_NUMPY_MIN_RUNS`` runs
+    (numpy's set-up would cost more) and runs over 512 chars take the plain Python Viterbi.
     """
-    if len(runs) < _NUMPY_MIN_RUNS:  # a few runs (one text's, say): numpy's set-up would cost more
-        words = [_SEP.join(_viterbi_cut(model, run)) for run in runs]
-        return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
+    words: list[str] = [""] * len(runs)
     lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
-    width = int(-np.partition(-lengths, _NUMPY_MIN_RUNS - 1)[_NUMPY_MIN_RUNS - 1])
-    if lengths.max() <= width:
-        words, single = _viterbi_batch(model, runs)
-    else:
-        short = np.flatnonzero(lengths <= width)
-        long = np.flatnonzero(lengths > width)
-        gathered = np.empty(len(runs), dtype=object)
-        gathered[short] = _viterbi_batch(model, list(map(runs.__getitem__, short.tolist())))[0]
-        gathered[long] = [_SEP.join(_viterbi_cut(model, runs[i])) for i in long.tolist()]
-        words = gathered.tolist()
-        single = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) == 2 * lengths - 1
-    return words, single.tolist()
+    classes = np.searchsorted(_LENGTH_CLASSES, lengths)  # index of the first bound >= length
+    rest: list[int] = []
+    for index in range(len(_LENGTH_CLASSES) + 1):
+        members = np.flatnonzero(classes == index).tolist()
+        if index == len(_LENGTH_CLASSES) or len(members) < _NUMPY_MIN_RUNS:
+            rest += members
+        elif members:
+            for i, joined in zip(members, _viterbi_batch(model, list(map(runs.__getitem__, members)))[0]):
+                words[i] = joined
+    for i in rest:
+        words[i] = _SEP.join(_viterbi_cut(model, runs[i]))
+    return words, [len(w) == 2 * n - 1 for w, n in zip(words, lengths.tolist())]
 
 
 def _fill_buf_cache(model: _Model, keys: set[str]) -> None:
