@@ -156,12 +156,14 @@ def test_two_worker_processes_give_byte_identical_shards(built, inputs, tmp_path
     output = tmp_path / "out2"
     output.mkdir()
     (output / "stale.txt").write_text("old content")
-    assert run_build(inputs, output, "--workers", "2", "--overwrite") == 0
+    # with Beam's construction-time type checks on (the job turns them off by default)
+    assert run_build(inputs, output, "--workers", "2", "--overwrite", "--pipeline_type_check") == 0
     assert not (output / "stale.txt").exists()
     first = {e["path"]: e["sha256"] for e in read_manifest(built)["shards"]}
     second = {e["path"]: e["sha256"] for e in read_manifest(output)["shards"]}
     assert first == second
     assert "--direct_running_mode=multi_processing" in read_manifest(output)["config"]["beam_options"]
+    assert "--pipeline_type_check" in read_manifest(output)["config"]["beam_options"]
 
 
 def test_user_errors_are_one_line_and_before_any_work(built, inputs, tmp_path, capsys):
