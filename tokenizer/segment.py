@@ -343,6 +343,9 @@ def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
     arrays hold at most ~4 cells per char of input; a class with fewer than ``_NUMPY_MIN_RUNS`` runs
     (numpy's set-up would cost more) and runs over 512 chars take the plain Python Viterbi.
     """
+    if len(runs) < _NUMPY_MIN_RUNS:  # a few runs (one text's, say)
+        words = [_SEP.join(_viterbi_cut(model, run)) for run in runs]
+        return words, [len(w) == 2 * len(r) - 1 for w, r in zip(words, runs)]
     words: list[str] = [""] * len(runs)
     lengths = np.fromiter(map(len, runs), dtype=np.int64, count=len(runs))
     classes = np.searchsorted(_LENGTH_CLASSES, lengths)  # index of the first bound >= length
