@@ -46,7 +46,8 @@ def bucket_of(key: Any, buckets: int) -> int:
     return zlib.crc32(data) % buckets
 
 
-def _global_window_value(value: Any):
+def global_window_value(value: Any):
+    """``value`` as an element of the global window (what ``finish_bundle`` must yield)."""
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
     from apache_beam.utils.windowed_value import WindowedValue
@@ -76,7 +77,7 @@ class FixedBatches(beam.DoFn):
     def finish_bundle(self):
         if self.batch:
             batch, self.batch = self.batch, []
-            yield _global_window_value(batch)
+            yield global_window_value(batch)
 
 
 class BucketBatches(beam.DoFn):
@@ -111,21 +112,31 @@ class BucketBatches(beam.DoFn):
 
     def finish_bundle(self):
         for element in self._drain():
-            yield _global_window_value(element)
+            yield global_window_value(element)
 
 
-def _regroup(item) -> Iterable[tuple[Any, list]]:
-    """``(bucket, [(tag, pairs), ...])`` -> ``(key, [values])`` per key."""
-    _, batches = item
-    grouped: dict[Any, list] = {}
-    for _, pairs in batches:
-        for key, value in pairs:
-            values = grouped.get(key)
-            if values is None:
-                grouped[key] = [value]
-            else:
-                values.append(value)
-    return grouped.items()
+def _regroup(tags: list[str]):
+    """``(bucket, [(tag, pairs), ...])`` -> ``(key, {tag: [values]})`` for every key of the bucket."""
+
+    def regroup(item) -> Iterable[tuple[Any, dict[str, list]]]:
+        _, tagged = item
+        grouped: dict[Any, dict[str, list]] = {}
+        for tag, pairs in tagged:
+            for key, value in pairs:
+                groups = grouped.get(key)
+                if groups is None:
+                    groups = grouped[key] = {t: [] for t in tags}
+                groups[tag].append(value)
+        return grouped.items()
+
+    return regroup
+
+
+_REGROUP_UNTAGGED = _regroup([""])
+
+
+def _regroup_untagged(item) -> Iterable[tuple[Any, list]]:
+    return ((key, groups[""]) for key, groups in _REGROUP_UNTAGGED(item))
 
 
 class BatchedGroupByKey(beam.PTransform):
@@ -141,7 +152,7 @@ class BatchedGroupByKey(beam.PTransform):
             pairs
             | "BucketBatches" >> beam.ParDo(BucketBatches(self.buckets, limit=self.limit))
             | "Shuffle" >> beam.GroupByKey()
-            | "Regroup" >> beam.FlatMap(_regroup)
+            | "Regroup" >> beam.FlatMap(_regroup_untagged)
         )
 
 
@@ -159,21 +170,9 @@ class BatchedCoGroupByKey(beam.PTransform):
             inputs[tag] | f"BucketBatches[{tag}]" >> beam.ParDo(BucketBatches(self.buckets, tag, self.limit))
             for tag in tags
         ]
-
-        def regroup(item):
-            _, tagged = item
-            grouped: dict[Any, dict[str, list]] = {}
-            for tag, pairs in tagged:
-                for key, value in pairs:
-                    groups = grouped.get(key)
-                    if groups is None:
-                        groups = grouped[key] = {t: [] for t in tags}
-                    groups[tag].append(value)
-            return grouped.items()
-
         return (
             batches
             | "Flatten" >> beam.Flatten()
             | "Shuffle" >> beam.GroupByKey()
-            | "Regroup" >> beam.FlatMap(regroup)
+            | "Regroup" >> beam.FlatMap(_regroup(tags))
         )

@@ -70,7 +70,7 @@ from apache_beam.metrics import Metrics
 
 from cpm.errors import CpmError
 from cpm.pipeline import minhash
-from cpm.pipeline.batching import MIN_BUCKETS, BatchedCoGroupByKey, BatchedGroupByKey, FixedBatches
+from cpm.pipeline.batching import MIN_BUCKETS, BatchedCoGroupByKey, BatchedGroupByKey, FixedBatches, global_window_value
 
 logger = logging.getLogger(__name__)
 
@@ -283,12 +283,8 @@ class _BandBatches(beam.DoFn):
             yield int(partitions[chunk[0]]), (band_matrix[chunk].tobytes(), [keys[i] for i in nodes.tolist()])
 
     def finish_bundle(self):
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.timestamp import MIN_TIMESTAMP
-        from apache_beam.utils.windowed_value import WindowedValue
-
         for element in self._drain():
-            yield WindowedValue(element, MIN_TIMESTAMP, [GlobalWindow()])
+            yield global_window_value(element)
 
 
 _BAND_FLUSH = 200_000  # buffered (band, node) entries per worker before a flush: ~120 MB at 128 permutations

@@ -42,6 +42,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from cpm.errors import CpmError
+from cpm.pipeline.batching import global_window_value
 from cpm.pipeline.clean import STEP_NAMES, CleanConfig, cjk_ratio, clean_record
 from cpm.pipeline.records import RawRecord, Rejection
 
@@ -339,12 +340,8 @@ class BundleCounts:
         self.sums[key] = self.sums.get(key, 0) + amount
 
     def emit(self, tag: str):
-        from apache_beam.transforms.window import GlobalWindow
-        from apache_beam.utils.timestamp import MIN_TIMESTAMP
-        from apache_beam.utils.windowed_value import WindowedValue
-
         if self.sums:
-            yield beam.pvalue.TaggedOutput(tag, WindowedValue(self.sums, MIN_TIMESTAMP, [GlobalWindow()]))
+            yield beam.pvalue.TaggedOutput(tag, global_window_value(self.sums))
         self.sums = {}
 
 

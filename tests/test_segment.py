@@ -179,7 +179,8 @@ def test_batched_viterbi_equals_the_python_one() -> None:
     runs = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 40))) for _ in range(3000)]
     runs += HMM_NEAR_TIES + ["\u9fa6" * 5, "\u9fa6\u9fa6"]
     model = segment._model()
-    words, single = segment._viterbi_batch(model, runs)
+    words = segment._viterbi_batch(model, runs)
+    _, single = segment._hmm_many(model, runs)  # one numpy batch too: 3,000 runs of 2-40 chars
     for run, got, one_per_char in zip(runs, words, single):
         expected = segment._viterbi_cut(model, run)
         assert got.split("\x00") == expected, run

@@ -273,9 +273,8 @@ def _viterbi_cut(model: _Model, run: str) -> list[str]:
     return words
 
 
-def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarray]:
-    """``_viterbi_cut`` for many runs at once in numpy: each result's words joined by the separator, and
-    whether the result is one word per char.
+def _viterbi_batch(model: _Model, runs: list[str]) -> list[str]:
+    """``_viterbi_cut`` for many runs at once in numpy: each result's words joined by the separator.
 
     Runs are sorted longest first, so step ``i`` of the Viterbi updates the prefix of rows still longer than
     ``i``: no padding enters a sum.  numpy adds float64 in the same order as jieba (``V + trans``, then
@@ -321,7 +320,6 @@ def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarra
         if i:
             state[:k] = first[state[:k]] + 2 * took_second[i, rows[:k], state[:k]]
     cut_after &= inside
-    one_per_char = cut_after.sum(axis=1) == sorted_lengths
     # Chars interleaved with a separator after E/S tags (none after the last char), records joined by
     # _RECORD_END, padding dropped.
     out = np.empty((n, width, 2), dtype=np.uint32)
@@ -332,7 +330,7 @@ def _viterbi_batch(model: _Model, runs: list[str]) -> tuple[list[str], np.ndarra
     pieces = flat[flat != _DROP].tobytes().decode("utf-32-le").split(_RECORD_END)
     inverse = np.empty(n, dtype=np.int64)
     inverse[order] = rows
-    return list(map(pieces.__getitem__, inverse.tolist())), one_per_char[inverse]
+    return list(map(pieces.__getitem__, inverse.tolist()))
 
 
 def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
@@ -355,7 +353,7 @@ def _hmm_many(model: _Model, runs: list[str]) -> tuple[list[str], list[bool]]:
         if index == len(_LENGTH_CLASSES) or len(members) < _NUMPY_MIN_RUNS:
             rest += members
         elif members:
-            for i, joined in zip(members, _viterbi_batch(model, list(map(runs.__getitem__, members)))[0]):
+            for i, joined in zip(members, _viterbi_batch(model, list(map(runs.__getitem__, members)))):
                 words[i] = joined
     for i in rest:
         words[i] = _SEP.join(_viterbi_cut(model, runs[i]))
