@@ -6,18 +6,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 # torch 2.13.0 first: on machines that carry its CPU wheel this avoids a multi-GB CUDA download;
-# elsewhere pip takes it from PyPI like any other dependency.
+# elsewhere pip takes it from PyPI like any other dependency. Every other package comes from
+# requirements.lock: exact versions with sha256 hashes, the set the test suite passed with.
 TORCH ?= torch==2.13.0
+LOCK ?= requirements.lock
+UV ?= uv==0.13.9
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean lock test-latest
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install -q --upgrade pip
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/activate
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 install: $(VENV)/.installed
@@ -40,5 +44,31 @@ demo: $(VENV)/.installed
 	$(BIN)/cpm export hf --checkpoint $(OUT)/run --output $(OUT)/hf
 	$(BIN)/cpm generate --checkpoint $(OUT)/run --prompt "今天天气不错，" --max-new-tokens 48 --seed 1
 
+# Re-resolve requirements.lock: the newest versions pyproject.toml's ranges allow, for every
+# Python cpm supports, every extra, with hashes. torch and its CUDA-only dependencies stay out
+# (torch is installed first, from $(TORCH)). Run `make test` afterwards and commit the lock.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q "$(UV)"
+	echo "$(TORCH)" > .venv-lock/torch-pin.txt
+	.venv-lock/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 \
+	    --constraint .venv-lock/torch-pin.txt --no-header -q -o .venv-lock/all.txt
+	.venv-lock/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 \
+	    --constraint .venv-lock/torch-pin.txt --generate-hashes --no-strip-markers \
+	    $$(grep -oE '^(torch|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==' .venv-lock/all.txt \
+	       | sed 's/==$$//; s/^/--no-emit-package /') \
+	    --custom-compile-command "make lock" -o $(LOCK)
+
+# The suite against the newest releases pyproject.toml's ranges allow (torch stays $(TORCH)):
+# finds dependency drift on purpose, before users do. Uses its own virtualenv.
+test-latest:
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q "$(TORCH)"
+	echo "$(TORCH)" > .venv-latest/torch-pin.txt
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
+	    -c .venv-latest/torch-pin.txt -e ".[test,dask]"
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) .venv-lock .venv-latest out
