@@ -11,6 +11,21 @@ import typer
 SIZES = ("tiny", "small", "medium", "large")
 
 
+def verify_packed(data: str, splits: tuple[str, ...], skip: bool, progress: bool) -> None:
+    """Check the shards of ``splits`` (those present) against their manifest before any work."""
+    from cpm.errors import ShardError
+    from cpm.shards.verify import verify_data
+    from cpm.trainer.data import split_shard_paths
+
+    paths = split_shard_paths(data, splits[0])
+    for split in splits[1:]:
+        try:
+            paths += split_shard_paths(data, split)
+        except ShardError:  # an empty split (e.g. no valid/ shards) has nothing to check
+            continue
+    verify_data(paths, skip=skip, progress=progress, what=data)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
@@ -51,6 +66,7 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the previous run in --output (config, metrics, tensorboard, checkpoints) and start afresh."),
         stop_at: Optional[int] = typer.Option(None, "--stop-at", show_default="--max-steps", help="Stop after this step with a checkpoint, keeping the --max-steps schedule (for time-limited jobs; continue with --resume)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        skip_verify: bool = typer.Option(False, "--skip-verify", help="Do not check the shards' size and sha256 against the manifest before training (token ids are still range-checked)."),
     ) -> None:
         """Train a CPM-style GPT (tensor + data parallel under torchrun).
 
@@ -72,6 +88,8 @@ def register(app: typer.Typer) -> None:
             eval_batches=eval_batches, log_every=log_every, activation_checkpointing=activation_checkpointing,
             compile=compile, resume=resume, overwrite=overwrite, stop_at=stop_at, progress=progress, model=model,
         )
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node reads the data; the others wait for it
+            verify_packed(input, ("train", "valid"), skip=skip_verify, progress=progress)
         summary = train(cfg)
         if summary.get("loss") is not None and int(os.environ.get("RANK", "0")) == 0:
             keys = ("steps", "loss", "val_loss", "val_ppl", "tokens_per_s", "run_dir")

@@ -173,15 +173,18 @@ def register(app: typer.Typer) -> None:
         max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Stop after N batches (default: the whole split)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
         device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
+        skip_verify: bool = typer.Option(False, "--skip-verify", help="Do not check the shards' size and sha256 against the manifest first (token ids are still range-checked)."),
     ) -> None:
         """Mean next-token loss and perplexity of a checkpoint over a split of sequence shards.
 
         Example: cpm eval ppl --checkpoint runs/tiny --data out/packed --split valid
         """
         from cpm.trainer.checkpoint import load_model, resolve_checkpoint
+        from cpm.trainer.cli import verify_packed
         from cpm.trainer.evaluate import evaluate_perplexity
         from cpm.trainer.generate import default_device
 
+        verify_packed(data, (split,), skip=skip_verify, progress=sys.stderr.isatty())
         ckpt = resolve_checkpoint(checkpoint)
         model, _ = load_model(ckpt, tp=1, device=default_device(device))
         result = evaluate_perplexity(model, data, micro_batch=micro_batch, split=split, device=next(model.parameters()).device,
