@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -67,7 +69,7 @@ def check_runner(runner: str) -> None:
     raise CpmError(f"--runner {runner!r}: unknown Beam runner (use one of {', '.join(BEAM_RUNNERS[:6])}, or a module.ClassName)")
 
 
-def check_beam_options(extra: list[str], cpm_options: list[str] = ()) -> None:
+def check_beam_options(extra: list[str], cpm_options: Sequence[str] = ()) -> None:
     """Raise :class:`CpmError` for an option of ``extra`` that no Beam ``PipelineOptions`` class
     defines (Beam itself would only log 'Discarding unparseable args' and run without it)."""
     import difflib
@@ -78,10 +80,13 @@ def check_beam_options(extra: list[str], cpm_options: list[str] = ()) -> None:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     known = set(PipelineOptions([]).get_all_options())
+    printed = io.StringIO()
     try:
-        given = PipelineOptions(extra).get_all_options(retain_unknown_options=True)
-    except SystemExit:  # argparse rejected a value of a Beam option (it has printed why)
-        raise CpmError(f"invalid Beam pipeline option value in: {' '.join(extra)}") from None
+        with contextlib.redirect_stderr(printed):
+            given = PipelineOptions(extra).get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse rejected a value of a Beam option: its usage, then "prog: error: why"
+        why = printed.getvalue().strip().splitlines()[-1:] or ["invalid value"]
+        raise CpmError(f"Beam pipeline option: {why[0].split('error: ', 1)[-1]}") from None
     for name in names:
         if name.replace("-", "_") in given and name.replace("-", "_") not in known:
             choices = [*cpm_options, *(f"--{k}" for k in known)]
@@ -90,7 +95,7 @@ def check_beam_options(extra: list[str], cpm_options: list[str] = ()) -> None:
             raise CpmError(f"no such option: --{name}: neither cpm nor Beam knows it{hint}")
 
 
-def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: list[str] = ()) -> list[str]:
+def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: Sequence[str] = ()) -> list[str]:
     """Beam pipeline options: ``--runner``, ``--workers`` mapped per runner, then the pass-through
     ones, each of which Beam must know."""
     check_runner(runner)
