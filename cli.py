@@ -129,8 +129,9 @@ def _present(param: Any) -> None:
         if param.name != "help" and not getattr(param, "secondary_opts", None) and param.default is False:
             param.help = _with_note(param.help, "default: off")
         return
-    if param.metavar is None:
-        param.metavar = param.name.upper()
+    if param.metavar is None:  # the long option's name (--seq-len SEQ_LEN), else the parameter's
+        longs = [opt for opt in getattr(param, "opts", ()) if opt.startswith("--")]
+        param.metavar = (longs[0][2:] if longs else param.name).upper().replace("-", "_")
     if param.param_type_name == "argument":  # in the usage line as itself, not as {PATH}; no "<path>" beside it
         metavar = param.metavar + ("..." if param.nargs != 1 else "")
         param.get_usage_pieces = lambda ctx: [metavar]

@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
                         texts.append(line)
                 encoded = tok.encode_batch(texts, threads=threads)
                 if jsonl:
-                    dst.write("".join(json.dumps({**r, "ids": ids}) + "\n" for r, ids in zip(records, encoded)))
+                    dst.write("".join(json_line({**r, "ids": ids}) for r, ids in zip(records, encoded)))
                 else:
                     dst.write("".join(" ".join(map(str, ids)) + "\n" for ids in encoded))
 
