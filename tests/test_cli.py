@@ -178,3 +178,16 @@ def test_paths_beside_each_other_are_accepted(tmp_path) -> None:
     check_separate(["-", "gs://bucket/in"], "-")
     with pytest.raises(Exception, match="lies inside the --input news="):
         check_separate([f"news={tmp_path / 'in'}"], tmp_path / "in" / "out")
+
+
+def test_train_defaults_shown_are_the_real_ones() -> None:
+    from cpm.trainer.train import TRAIN_DEFAULTS, TrainConfig
+
+    train = typer.main.get_command(app).commands["train"]
+    config = TrainConfig()
+    for param in train.params:
+        shown = param.show_default
+        if isinstance(shown, str) and re.fullmatch(r"[\d.e-]+", shown) and hasattr(config, param.name):
+            assert float(shown) == float(getattr(config, param.name)), param.name
+        if isinstance(shown, str) and shown.startswith("by --size: tiny "):
+            assert float(shown.split()[3].rstrip(",")) == TRAIN_DEFAULTS["tiny"][param.name], param.name

@@ -184,8 +184,8 @@ def register(app: typer.Typer) -> None:
         from cpm.trainer.evaluate import evaluate_perplexity
         from cpm.trainer.generate import default_device
 
-        verify_packed(data, (split,), skip=skip_verify, progress=sys.stderr.isatty())
         ckpt = resolve_checkpoint(checkpoint)
+        verify_packed(data, (split,), skip=skip_verify, progress=sys.stderr.isatty())
         model, _ = load_model(ckpt, tp=1, device=default_device(device))
         result = evaluate_perplexity(model, data, micro_batch=micro_batch, split=split, device=next(model.parameters()).device,
                                      max_batches=max_batches, show_progress=sys.stderr.isatty())
