@@ -140,7 +140,7 @@ def build(
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
     ngram: int = typer.Option(5, "--ngram", help="Shingle size (characters) for MinHash."),
     against: Optional[List[str]] = typer.Option(None, "--against", show_default="none", help="Existing output directory to deduplicate against; repeatable."),
-    exact_jaccard: bool = typer.Option(False, "--exact-jaccard", help="Confirm every LSH candidate pair by exact n-gram Jaccard (default: only pairs whose MinHash estimate is near the threshold)."),
+    exact_jaccard: bool = typer.Option(False, "--exact-jaccard", help="Confirm every LSH candidate pair by exact n-gram Jaccard, not only the pairs whose MinHash estimate is near the threshold."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live documents/s and MB/s line."),
 ) -> None:
     """Clean, filter, deduplicate and segment raw text into Arrow document shards.

@@ -12,7 +12,8 @@ from cpm.errors import CpmError
 from cpm.jsonl import json_line
 
 CHECKPOINT_HELP = "A run directory (its latest checkpoint) or one checkpoint directory, saved at any --tp."
-TOKENIZER_HELP = "Tokenizer directory or .model file (default: the one recorded in the checkpoint)."
+TOKENIZER_HELP = "Tokenizer directory or .model file."
+TOKENIZER_DEFAULT = "the one recorded in the checkpoint"
 
 
 def check_writable(path: str) -> None:
@@ -56,7 +57,7 @@ def _generate_command(
     seed: Optional[int] = typer.Option(None, "--seed", show_default="a random seed", help="Seed of the sampling (same seed, device and batch = same text)."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", min=1, help="Continuations per prompt."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences decoded together."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
     device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
 ) -> None:
     """Continue a prompt (streamed) or a JSONL file of prompts with KV-cached sampling; stops at <eod>.
@@ -170,7 +171,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", "-d", help="A `cpm data pack` output directory or sequence shard files."),
         split: str = typer.Option("valid", "--split", help="Which split of a pack directory."),
         micro_batch: int = typer.Option(8, "--micro-batch", min=1, help="Sequences per forward pass."),
-        max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Stop after N batches (default: the whole split)."),
+        max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, show_default="the whole split", help="Stop after N batches."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
         device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
         skip_verify: bool = typer.Option(False, "--skip-verify", help="Do not check the shards' size and sha256 against the manifest first (token ids are still range-checked)."),
@@ -200,11 +201,11 @@ def register(app: typer.Typer) -> None:
     def eval_choice(
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
         task: str = typer.Option(..., "--task", "-t", help="CLUE JSON-lines file, or a bundled sample: tnews, iflytek, ocnli, chid."),
-        template: Optional[str] = typer.Option(None, "--template", help="tnews, iflytek, ocnli, chid, or a pattern such as '这是关于{label}的文章：{text}' (default: the task's)."),
+        template: Optional[str] = typer.Option(None, "--template", show_default="the task's", help="tnews, iflytek, ocnli, chid, or a pattern such as '这是关于{label}的文章：{text}'."),
         score: Optional[str] = typer.Option(None, "--score", show_default="the built-in template's", help="Field whose span is scored (text, s2, label, ... or 'all'); required with a custom pattern."),
-        task_format: Optional[str] = typer.Option(None, "--format", help="How to read the file: tnews, iflytek, ocnli, chid (default: from the template or the keys)."),
+        task_format: Optional[str] = typer.Option(None, "--format", show_default="from the template or the keys", help="How to read the file: tnews, iflytek, ocnli, chid."),
         answers: Optional[str] = typer.Option(None, "--answers", show_default="the answers in the task file", help="ChID answers file ({\"#idiom000123#\": 3, ...})."),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Label set: CLUE labels.json or one word per line (default: built in / the file's)."),
+        labels: Optional[str] = typer.Option(None, "--labels", show_default="built in, or the file's", help="Label set: CLUE labels.json or one word per line."),
         candidates: Optional[str] = typer.Option(None, "--candidates", show_default="the template's", help="'all' labels, or 'sampled' (3 wrong + gold, 3 repeats: the paper's TNEWS/IFLYTEK protocol)."),
         wrong: int = typer.Option(3, "--wrong", min=1, help="Wrong labels per sampled candidate set."),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Sampled candidate sets per example."),
@@ -213,7 +214,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
         output: Optional[str] = typer.Option(None, "--output", "-o", show_default="not written", help="Write per-example predictions (JSONL) here."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
         device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
     ) -> None:
         """Zero-shot multiple choice (CPM-1): the candidate whose scored span has the lowest mean NLL wins.
@@ -266,7 +267,7 @@ def register(app: typer.Typer) -> None:
     def export_hf_command(
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
         output: str = typer.Option(..., "--output", "-o", help="Directory for the Hugging Face model (GPT2LMHeadModel)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
     ) -> None:
         """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, cpm tokenizer, README).
@@ -284,8 +285,8 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(..., "--output", "-o", help="Run directory for the cpm checkpoint (checkpoints/step-N, latest)."),
         tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size of the written checkpoint."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default="none recorded", help="The CPM-1 chinese_vocab.model (recorded for generate/eval; sets the vocabulary size)."),
-        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Real vocabulary size (default: the tokenizer's, else 30000)."),
-        n_head: Optional[int] = typer.Option(None, "--n-head", help="Attention heads (default: CPM-1's for the hidden size: 768->12, 1024->16, 2560->32)."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", show_default="the tokenizer's, else 30000", help="Real vocabulary size."),
+        n_head: Optional[int] = typer.Option(None, "--n-head", show_default="CPM-1's for the hidden size: 768->12, 1024->16, 2560->32", help="Attention heads."),
     ) -> None:
         """Convert a released CPM-1 (Megatron/DeepSpeed) checkpoint into a cpm checkpoint at any --tp.
 
