@@ -11,10 +11,11 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
-from typing import Optional
+from typing import Any, Callable
 
 import typer
 
@@ -92,12 +93,85 @@ def _leading_options(args: list[str]) -> list[str]:
     return leading
 
 
+def _keep_output_apart(callback: Callable[..., Any], input_name: str, output_name: str) -> Callable[..., Any]:
+    """``callback`` that first refuses an ``--output`` inside an ``--input`` (and the reverse)."""
+    from cpm.paths import check_separate
+
+    @functools.wraps(callback)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        inputs, output = kwargs.get(input_name), kwargs.get(output_name)
+        if inputs is not None and output is not None:
+            check_separate(inputs if isinstance(inputs, (list, tuple)) else [inputs], output)
+        return callback(*args, **kwargs)
+
+    return guarded
+
+
+# where typer renders help text as rich markup (its app's rich_markup_mode), a literal "[" is escaped
+_OPEN = "\\[" if getattr(app, "rich_markup_mode", None) in ("rich", "markdown") else "["
+
+
+def _with_note(help_text: str | None, note: str) -> str:
+    """``help_text`` followed by ``[note]``, the way typer shows ``[default: 1]``."""
+    return f"{help_text or ''} {_OPEN}{note}]".strip()
+
+
+def _present(param: Any) -> None:
+    """Help of one parameter in cpm's style, whatever typer renders by default: a value is named
+    in capitals (``--seq-len SEQ_LEN``, never ``<int>`` or ``{path}``); a default given as text
+    (``show_default="cuda when available"``) reads ``[default: cuda when available]``; a flag takes
+    no value and says that it is off unless given."""
+    if isinstance(getattr(param, "show_default", None), str):
+        param.help = _with_note(param.help, f"default: {param.show_default}")
+        param.show_default = False
+    if getattr(param, "is_flag", False) or param.name == "help":
+        param.metavar = ""
+        if param.name != "help" and not getattr(param, "secondary_opts", None) and param.default is False:
+            param.help = _with_note(param.help, "default: off")
+        return
+    if param.metavar is None:  # the long option's name (--seq-len SEQ_LEN), else the parameter's
+        longs = [opt for opt in getattr(param, "opts", ()) if opt.startswith("--")]
+        param.metavar = (longs[0][2:] if longs else param.name).upper().replace("-", "_")
+    if param.param_type_name == "argument":  # in the usage line as itself, not as {PATH}; no "<path>" beside it
+        metavar = param.metavar + ("..." if param.nargs != 1 else "")
+        param.get_usage_pieces = lambda ctx: [metavar]
+        param.display_type_rich = lambda ctx: None
+
+
+def _finish_commands(command: Any) -> Any:
+    """Give every command of the tree (in place) cpm's help style and, where it has both
+    ``--input`` and ``--output``, the check that keeps them apart."""
+    for sub in getattr(command, "commands", {}).values():
+        _finish_commands(sub)
+    for param in command.params:
+        _present(param)
+    original_help_option = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = original_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    names = {opt: param.name for param in command.params for opt in getattr(param, "opts", ())}
+    if command.callback is not None and "--input" in names and "--output" in names:
+        command.callback = _keep_output_apart(command.callback, names["--input"], names["--output"])
+    return command
+
+
+@functools.lru_cache(maxsize=None)
+def cli_command() -> Any:
+    """The click command tree of ``app``, with what every command shares (see :func:`_finish_commands`)."""
+    return _finish_commands(typer.main.get_command(app))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run ``cpm`` and map errors to exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in _leading_options(args)
     try:
-        app(args=args, prog_name="cpm", standalone_mode=False)
+        cli_command().main(args=args, prog_name="cpm", standalone_mode=False)
     except CpmError as exc:
         if debug:
             raise

@@ -1,13 +1,26 @@
-"""Reading JSON-lines files given on the command line, with errors that name the file and line."""
+"""JSON-lines files on the command line: reading with errors that name the file and line, and
+writing lines that are always valid UTF-8 JSON."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, Iterator
 
 from cpm.errors import CpmError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_line(record: Any) -> str:
+    """``record`` as one line of JSON (with the newline): non-ASCII text as itself, lone surrogates
+    (not encodable as UTF-8) as ``\\udXXX`` escapes, so the line is valid UTF-8 and ``json.loads``
+    gives back the same string. (JSON reads a high surrogate escape followed by a low one as the
+    one character they encode: a string holding such a pair as two code points reads back joined.)"""
+    text = json.dumps(record, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
 
 
 def read_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:

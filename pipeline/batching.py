@@ -164,7 +164,7 @@ class BatchedCoGroupByKey(beam.PTransform):
         self.buckets = buckets
         self.limit = limit
 
-    def expand(self, inputs: dict):
+    def expand(self, inputs):  # no annotation: Beam reads expand's as a PCollection type hint and warns on a dict
         tags = sorted(inputs)
         batches = [
             inputs[tag] | f"BucketBatches[{tag}]" >> beam.ParDo(BucketBatches(self.buckets, tag, self.limit))

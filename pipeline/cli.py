@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -67,9 +69,37 @@ def check_runner(runner: str) -> None:
     raise CpmError(f"--runner {runner!r}: unknown Beam runner (use one of {', '.join(BEAM_RUNNERS[:6])}, or a module.ClassName)")
 
 
-def beam_arguments(runner: str, workers: int, extra: list[str]) -> list[str]:
-    """Beam pipeline options: ``--runner``, ``--workers`` mapped per runner, then the pass-through ones."""
+def check_beam_options(extra: list[str], cpm_options: Sequence[str] = ()) -> None:
+    """Raise :class:`CpmError` for an option of ``extra`` that no Beam ``PipelineOptions`` class
+    defines (Beam itself would only log 'Discarding unparseable args' and run without it)."""
+    import difflib
+
+    names = [arg[2:].split("=", 1)[0] for arg in extra if arg.startswith("--") and len(arg) > 2]
+    if not names:
+        return
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    known = set(PipelineOptions([]).get_all_options())
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            given = PipelineOptions(extra).get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse rejected a value of a Beam option: its usage, then "prog: error: why"
+        why = printed.getvalue().strip().splitlines()[-1:] or ["invalid value"]
+        raise CpmError(f"Beam pipeline option: {why[0].split('error: ', 1)[-1]}") from None
+    for name in names:
+        if name.replace("-", "_") in given and name.replace("-", "_") not in known:
+            choices = [*cpm_options, *(f"--{k}" for k in known)]
+            close = difflib.get_close_matches(f"--{name}", choices, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise CpmError(f"no such option: --{name}: neither cpm nor Beam knows it{hint}")
+
+
+def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: Sequence[str] = ()) -> list[str]:
+    """Beam pipeline options: ``--runner``, ``--workers`` mapped per runner, then the pass-through
+    ones, each of which Beam must know."""
     check_runner(runner)
+    check_beam_options(extra, cpm_options)
     args = [f"--runner={runner}"]
     if workers < 1:
         raise CpmError("--workers must be at least 1")
@@ -96,25 +126,27 @@ def build(
     source: str = typer.Option(..., "--source", "-s", help=f"Source kind: {', '.join(SOURCE_CHOICES)}."),
     inputs: Optional[List[str]] = typer.Option(
         None, "--input", "-i", help="Input file, directory or glob (gs://, s3://, hdfs:// too); repeatable. "
-        "SOURCE=PATH names its source (required with --source all). Default: the bundled sample."
+        "SOURCE=PATH names its source (required with --source all).", show_default="the bundled sample of --source",
     ),
     output: str = typer.Option(..., "--output", "-o", help="Output directory (manifest.json, shards/, rejected/)."),
     runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner, FlinkRunner, SparkRunner, DataflowRunner."),
     workers: int = typer.Option(1, "--workers", "-w", help="Parallel workers (DirectRunner: processes)."),
-    config: Optional[str] = typer.Option(None, "--config", help="JSON file overriding the per-source cleaning config."),
+    config: Optional[str] = typer.Option(None, "--config", show_default="the bundled per-source configs", help="JSON file overriding the per-source cleaning config."),
     shard_size: str = typer.Option("256MB", "--shard-size", help="Target (uncompressed) size of a shard."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory (atomically)."),
     no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip near-duplicate removal."),
-    dedup_threshold: Optional[float] = typer.Option(None, "--dedup-threshold", help="Jaccard similarity above which documents are near-duplicates."),
-    num_perm: Optional[int] = typer.Option(None, "--num-perm", help="MinHash permutations."),
-    ngram: Optional[int] = typer.Option(None, "--ngram", help="Shingle size (characters) for MinHash."),
-    against: Optional[List[str]] = typer.Option(None, "--against", help="Existing output directory to deduplicate against; repeatable."),
-    exact_jaccard: bool = typer.Option(False, "--exact-jaccard", help="Confirm every LSH candidate pair by exact n-gram Jaccard (default: only pairs whose MinHash estimate is near the threshold)."),
+    # the defaults of DedupConfig (tests/test_cli.py checks that they agree)
+    dedup_threshold: float = typer.Option(0.8, "--dedup-threshold", help="Jaccard similarity above which documents are near-duplicates."),
+    num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    ngram: int = typer.Option(5, "--ngram", help="Shingle size (characters) for MinHash."),
+    against: Optional[List[str]] = typer.Option(None, "--against", show_default="none", help="Existing output directory to deduplicate against; repeatable."),
+    exact_jaccard: bool = typer.Option(False, "--exact-jaccard", help="Confirm every LSH candidate pair by exact n-gram Jaccard, not only the pairs whose MinHash estimate is near the threshold."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a live documents/s and MB/s line."),
 ) -> None:
     """Clean, filter, deduplicate and segment raw text into Arrow document shards.
 
-    Any other --option is passed to Beam as a pipeline option (e.g. --flink_master=host:8081).
+    Any other --option=value is passed to Beam as a pipeline option (e.g. --flink_master=host:8081);
+    one that Beam does not know either is an error.
 
     Example: cpm corpus build --source news --input news.jsonl.gz --output out/news --workers 2
     """
@@ -123,7 +155,8 @@ def build(
     from cpm.schemas import SOURCES
 
     sources = list(SOURCES) if source == "all" else [source]
-    beam_args = beam_arguments(runner, workers, list(ctx.args))
+    own = [opt for param in ctx.command.params for opt in getattr(param, "opts", ()) if opt.startswith("--")]
+    beam_args = beam_arguments(runner, workers, list(ctx.args), own)
     shard_bytes = parse_size(shard_size)
 
     from cpm.pipeline.clean import load_configs

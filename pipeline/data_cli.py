@@ -8,7 +8,11 @@ from typing import List, Optional
 
 import typer
 
-data_app = typer.Typer(help="Training data: pack documents into token sequences, export to Megatron-LM.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Training data: pack documents into token sequences, export to Megatron-LM.\n\n"
+    "Example: cpm data pack --input out/corpus --tokenizer out/tokenizer --output out/packed --seq-len 1024",
+    no_args_is_help=True,
+)
 
 
 @data_app.command("pack")
@@ -19,15 +23,16 @@ def pack_command(
     seq_len: int = typer.Option(1024, "--seq-len", min=1, help="Tokens per training sample (each row stores seq_len + 1)."),
     valid_fraction: float = typer.Option(0.005, "--valid-fraction", help="Share of documents (by id hash) in the valid split."),
     source_weights: Optional[str] = typer.Option(
-        None, "--source-weights", help="Repeat factors per source, e.g. 'encyclopedia=2,webpage=0.5' (default 1)."
+        None, "--source-weights", show_default="1 for every source", help="Repeat factors per source, e.g. 'encyclopedia=2,webpage=0.5'."
     ),
     source_mix: Optional[str] = typer.Option(
         None,
         "--source-mix",
+        show_default="the data's own shares",
         help="Target token shares of the train split, e.g. 'encyclopedia=40,webpage=39,story=10,news=10,dialog=1', or 'paper'.",
     ),
     seed: int = typer.Option(1234, "--seed", help="Seed of the document order and of fractional repeats."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Tokenizer processes (default: all cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, show_default="all cores", help="Tokenizer processes."),
     shard_mb: int = typer.Option(256, "--shard-mb", min=1, help="Target size of a sequence shard in MB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
 ) -> None:

@@ -866,7 +866,8 @@ class Deduplicate(beam.PTransform):
         result = (
             {"doc": keyed_docs, "fate": decided.fate, "root_fate": root_fates}
             | "JoinDocs" >> BatchedCoGroupByKey(self.buckets)
-            | "Apply" >> beam.FlatMap(apply).with_outputs("rejected", main="kept")
+            # the main output type, declared: Beam 2.78 infers Union[TaggedOutput, dict] from the yields
+            | "Apply" >> beam.FlatMap(apply).with_output_types(dict[str, Any]).with_outputs("rejected", main="kept")
         )
         cluster_dist = Metrics.distribution(NAMESPACE, "cluster_size")
         huge = config.huge_cluster

@@ -805,7 +805,9 @@ def run_build(job: BuildJob, beam_args: list[str], progress: bool = True) -> dic
 
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
-    if not any(a.startswith(("--pipeline_type_check", "--no_pipeline_type_check")) for a in beam_args):
+    if "--pipeline_type_check" in beam_args:  # cpm's flag for Beam's default (Beam only has --no_pipeline_type_check)
+        beam_args = [a for a in beam_args if a != "--pipeline_type_check"]
+    elif not any(a.startswith("--no_pipeline_type_check") for a in beam_args):
         # Construction-time type checks of this fixed graph cost ~0.8 s a run (tests/test_corpus_build.py
         # builds it with them on); --pipeline_type_check turns them back on.
         beam_args = [*beam_args, "--no_pipeline_type_check"]

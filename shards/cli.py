@@ -7,7 +7,10 @@ from typing import Any, Optional
 
 import typer
 
-shards_app = typer.Typer(help="Inspect Arrow shards and cpm output directories.", no_args_is_help=True)
+shards_app = typer.Typer(
+    help="Inspect Arrow shards and cpm output directories.\n\nExample: cpm shards inspect out/corpus --verify --rows 2",
+    no_args_is_help=True,
+)
 
 
 @shards_app.command("inspect")
@@ -16,7 +19,7 @@ def inspect_command(
     rows: int = typer.Option(3, "--rows", "-n", min=0, help="Sample rows to show."),
     verify: bool = typer.Option(False, "--verify", help="Check every shard's size and sha256 against the manifest; exit 1 on mismatch."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for scripts)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer dir/model to decode sequence shards with."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default="token ids shown, not decoded", help="Tokenizer dir/model to decode sequence shards with."),
     all_shards: bool = typer.Option(False, "--all", help="Report every shard of a directory, not the first of each kind."),
 ) -> None:
     """Show a shard's schema, sizes, column statistics and sample rows, or a directory's manifest.

@@ -271,7 +271,7 @@ def test_sequence_stats_and_cli(tmp_path, corpus, tokenizer, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "train", "valid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary directory left
     assert main(["data", "pack", "--input", str(corpus), "--tokenizer", tokenizer.path, "--output", str(corpus), "--overwrite"]) == 1
-    assert "holds the input" in capsys.readouterr().err
+    assert "is the --input" in capsys.readouterr().err
 
 
 def test_pack_after_tokenizer_train_round_trips_the_text(tmp_path, corpus, tokenizer, capsys):

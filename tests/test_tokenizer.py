@@ -335,7 +335,7 @@ def test_cli_train_encode_decode_info(train_dir, tmp_path, capsys, cpm1_model):
     manifest = (train_dir / "manifest.json").read_bytes()
     # the corpus directory itself, or any non-empty directory, is refused (before the long work) ...
     assert main(["tokenizer", "train", "--input", str(train_dir), "--output", str(train_dir), "--overwrite"]) == 1
-    assert "holds the input" in capsys.readouterr().err
+    assert "is the --input" in capsys.readouterr().err
     assert (train_dir / "manifest.json").read_bytes() == manifest
     assert main(["tokenizer", "train", "--input", str(train_dir), "--output", str(tok_dir), "--vocab-size", "3000", "--no-progress"]) == 1
     assert "exists and is not empty (use --overwrite" in capsys.readouterr().err
@@ -387,3 +387,31 @@ def test_cli_errors(tmp_path, capsys, lossless):
     assert f"{bad}:1: expected an object with an \"ids\" list" in err and err.count(f"{bad}:1:") == 1
     assert main(["tokenizer", "info", str(tmp_path / "missing")]) == 1
     assert "no such tokenizer" in capsys.readouterr().err
+
+
+def test_decode_jsonl_writes_lone_surrogates_as_escapes(lossless, tmp_path, capfdbinary):
+    # lone surrogates (from ids of UTF-8-invalid byte sequences) used to be written as raw bytes ED A0 80
+    texts = ["a\ud800b", "\udcff", "中\udc80文\ud800"]
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text("".join(json.dumps({"n": n, "ids": lossless.encode(t)}) + "\n" for n, t in enumerate(texts)), encoding="utf-8")
+    out = tmp_path / "back.jsonl"
+    assert main(["tokenizer", "decode", "-t", lossless.path, "--jsonl", "--input", str(ids), "--output", str(out)]) == 0
+    raw = out.read_bytes()
+    assert b"\\ud800" in raw and b"\\udcff" in raw and "中".encode() in raw
+    assert [json.loads(line)["text"] for line in raw.decode("utf-8").splitlines()] == texts  # strict UTF-8, same strings
+    capfdbinary.readouterr()
+    assert main(["tokenizer", "decode", "-t", lossless.path, "--jsonl", "--input", str(ids)]) == 0  # stdout too
+    assert capfdbinary.readouterr().out == raw
+    # and encode --jsonl reads the file back to the same ids
+    again = tmp_path / "again.jsonl"
+    assert main(["tokenizer", "encode", "-t", lossless.path, "--jsonl", "--input", str(out), "--output", str(again)]) == 0
+    assert again.read_text(encoding="utf-8") == ids.read_text(encoding="utf-8")
+
+
+def test_json_line_round_trips_any_string() -> None:
+    from cpm.jsonl import json_line
+
+    for text in ["\ud800", "x\udfffy", "😀", "\u2028", "\x00", "中文"]:
+        line = json_line({"text": text})
+        assert line.endswith("\n") and line.count("\n") == 1
+        assert json.loads(line.encode("utf-8").decode("utf-8")) == {"text": text}

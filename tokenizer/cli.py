@@ -12,6 +12,7 @@ from typing import Iterator, List, Optional, TextIO
 import typer
 
 from cpm.errors import CpmError
+from cpm.jsonl import json_line
 
 SAMPLES = ("今天天气不错，我们去公园散步吧。", "Hugging Face大法好，谁用谁知道。", "GPT-3 has 175B parameters\t(２０２０年)\r\n😀")
 BATCH_LINES = 2048
@@ -80,12 +81,12 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "--output", "-o", help="Tokenizer directory to write."),
         vocab_size: int = typer.Option(30000, "--vocab-size", help="Number of pieces."),
         mode: str = typer.Option("lossless", "--mode", help="lossless (exact round trips, byte fallback) or cpm (the CPM-1 recipe)."),
-        sample_sentences: Optional[int] = typer.Option(None, "--sample-sentences", help="Train on at most N documents (a seeded uniform sample)."),
+        sample_sentences: Optional[int] = typer.Option(None, "--sample-sentences", show_default="all documents", help="Train on at most N documents (a seeded uniform sample)."),
         threads: int = typer.Option(1, "--threads", help="SentencePiece trainer threads (1 gives byte-identical models run to run)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the document sample and of SentencePiece."),
         character_coverage: Optional[float] = typer.Option(
-            None, "--character-coverage",
-            help="Share of characters the vocabulary must cover (default: CPM-1's 0.9995, over the most frequent characters that --vocab-size can hold).",
+            None, "--character-coverage", show_default="CPM-1's 0.9995 of the characters --vocab-size can hold",
+            help="Share of characters the vocabulary must cover.",
         ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
@@ -109,8 +110,8 @@ def register(app: typer.Typer) -> None:
     def encode(
         tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or CPM-1 .model file."),
         jsonl: bool = typer.Option(False, "--jsonl", help='Read {"text": ...} lines, write {"ids": [...]} lines.'),
-        input: str = typer.Option("-", "--input", "-i", help="Input file (default: stdin)."),
-        output: str = typer.Option("-", "--output", "-o", help="Output file (default: stdout)."),
+        input: str = typer.Option("-", "--input", "-i", help="Input file (- is stdin)."),
+        output: str = typer.Option("-", "--output", "-o", help="Output file (- is stdout)."),
         threads: int = typer.Option(1, "--threads", help="Encoding threads."),
     ) -> None:
         """Encode text, one text per line (ids separated by spaces), or JSONL with --jsonl.
@@ -137,7 +138,7 @@ def register(app: typer.Typer) -> None:
                         texts.append(line)
                 encoded = tok.encode_batch(texts, threads=threads)
                 if jsonl:
-                    dst.write("".join(json.dumps({**r, "ids": ids}) + "\n" for r, ids in zip(records, encoded)))
+                    dst.write("".join(json_line({**r, "ids": ids}) for r, ids in zip(records, encoded)))
                 else:
                     dst.write("".join(" ".join(map(str, ids)) + "\n" for ids in encoded))
 
@@ -145,8 +146,8 @@ def register(app: typer.Typer) -> None:
     def decode(
         tokenizer: str = typer.Option(..., "--tokenizer", "-t", help="Tokenizer directory or CPM-1 .model file."),
         jsonl: bool = typer.Option(False, "--jsonl", help='Read {"ids": [...]} lines, write {"text": ...} lines (exact even for texts with newlines).'),
-        input: str = typer.Option("-", "--input", "-i", help="Input file (default: stdin)."),
-        output: str = typer.Option("-", "--output", "-o", help="Output file (default: stdout)."),
+        input: str = typer.Option("-", "--input", "-i", help="Input file (- is stdin)."),
+        output: str = typer.Option("-", "--output", "-o", help="Output file (- is stdout)."),
     ) -> None:
         """Decode ids (space-separated, one sequence per line), or JSONL with --jsonl.
 
@@ -171,12 +172,12 @@ def register(app: typer.Typer) -> None:
                 except (ValueError, CpmError) as exc:
                     message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
                     raise CpmError(f"{name}:{number}: {message}") from None
-                dst.write(json.dumps({**record, "text": text}, ensure_ascii=False) + "\n" if jsonl else text + "\n")
+                dst.write(json_line({**record, "text": text}) if jsonl else text + "\n")
 
     @group.command("info")
     def info(
         path: str = typer.Argument(..., help="Tokenizer directory or CPM-1 .model file."),
-        sample: List[str] = typer.Option([], "--sample", help="Text to show segmented (repeatable; default: built-in samples)."),
+        sample: List[str] = typer.Option([], "--sample", show_default="built-in samples", help="Text to show segmented (repeatable)."),
     ) -> None:
         """Show a tokenizer's mode, sizes, special ids and sample segmentations.
 

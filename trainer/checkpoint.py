@@ -18,6 +18,7 @@ Layout of a run directory (``cpm train --output RUNDIR``)::
           optim-tp01-of-02.pt
           trainer_state.pt             {"step", "tokens_seen", "scaler", "rng": {global rank: states},
                                         "loader": {dp rank: loader state}, "tp", "dp"}
+          checksums.json               {"files": {name: {"bytes", "sha256"}}} of every other file
 
 Sharding rule (:mod:`cpm.trainer.parallel`): a parameter with ``layout[name] = [dim, chunks]``
 is split along ``dim``; with ``chunks=3`` (fused QKV) each of Q, K, V is split separately,
@@ -27,6 +28,10 @@ rows past ``model.vocab_size`` are zero padding; the *unsharded* tensors (what
 :func:`unsharded_state_dict` returns) drop that padding, so they do not depend on tp.
 Unsharded names and shapes are those of HF ``GPT2LMHeadModel`` (``transformer.`` prefix
 aside), with the ``c_attn``/``c_proj``/``c_fc`` weights transposed (HF uses Conv1D).
+
+Every file a checkpoint holds is listed with its size and sha256 in ``checksums.json``
+(:mod:`cpm.trainer.checksums`); loading a file checks it first, so a corrupted checkpoint is
+a one-line error naming the file, never weights that load silently.
 
 A checkpoint is written to ``checkpoints/.step-000100.tmp`` and renamed when complete,
 then ``latest`` is replaced atomically; only the last ``keep`` checkpoints are kept.
@@ -47,6 +52,7 @@ import torch
 import torch.distributed as dist
 
 from cpm.errors import CpmError
+from cpm.trainer.checksums import verified_file, write_checksums
 from cpm.trainer.model import GPT, GPTConfig
 from cpm.trainer.parallel import ParallelContext, shard_tensor, unshard_tensors
 
@@ -129,6 +135,7 @@ def save_checkpoint(
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     _barrier(ctx)
     if ctx.is_main:
+        write_checksums(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _atomic_write_text(root / LATEST, final.name + "\n")
@@ -207,7 +214,7 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 
 def read_checkpoint_config(ckpt: Path) -> dict[str, Any]:
     try:
-        return json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        return json.loads(verified_file(ckpt / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CpmError(f"{ckpt / 'config.json'}: unreadable checkpoint config: {exc}") from None
 
@@ -215,6 +222,7 @@ def read_checkpoint_config(ckpt: Path) -> dict[str, Any]:
 def _load(path: Path) -> Any:
     if not path.is_file():
         raise CpmError(f"{path}: missing checkpoint shard")
+    verified_file(path)
     try:  # weights_only: tensors and plain containers only, never arbitrary pickled objects
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file

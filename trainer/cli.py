@@ -11,6 +11,21 @@ import typer
 SIZES = ("tiny", "small", "medium", "large")
 
 
+def verify_packed(data: str, splits: tuple[str, ...], skip: bool, progress: bool) -> None:
+    """Check the shards of ``splits`` (those present) against their manifest before any work."""
+    from cpm.errors import ShardError
+    from cpm.shards.verify import verify_data
+    from cpm.trainer.data import split_shard_paths
+
+    paths = split_shard_paths(data, splits[0])
+    for split in splits[1:]:
+        try:
+            paths += split_shard_paths(data, split)
+        except ShardError:  # an empty split (e.g. no valid/ shards) has nothing to check
+            continue
+    verify_data(paths, skip=skip, progress=progress, what=data)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
@@ -18,39 +33,40 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option(..., "--output", "-o", help="Run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/."),
         size: str = typer.Option("tiny", "--size", help="Model size: tiny, small (109M), medium (334M), large (2.6B) -- CPM-1 Table 1."),
         tp: int = typer.Option(1, "--tp", help="Tensor-parallel size; data-parallel size = world size / tp."),
-        max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (CPM: 20,000)."),
-        global_batch: Optional[int] = typer.Option(None, "--global-batch", help="Sequences per optimizer step (CPM: 3,072)."),
-        micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="Sequences per forward pass per data-parallel rank."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (CPM: 1.5e-4)."),
-        min_lr: Optional[float] = typer.Option(None, "--min-lr", help="Learning rate at the end of the cosine decay (CPM: 1e-5)."),
-        warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear warm-up steps (CPM: 5,000)."),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (not on biases/LayerNorm); default 0.01."),
-        beta1: Optional[float] = typer.Option(None, "--beta1", help="Adam beta1 (0.9)."),
-        beta2: Optional[float] = typer.Option(None, "--beta2", help="Adam beta2 (0.999)."),
-        adam_eps: Optional[float] = typer.Option(None, "--adam-eps", help="Adam epsilon (1e-8)."),
-        clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Max global gradient norm (1.0; 0 = off)."),
-        dropout: Optional[float] = typer.Option(None, "--dropout", help="Dropout probability (0.1)."),
-        n_layer: Optional[int] = typer.Option(None, "--n-layer", help="Override the number of layers."),
-        d_model: Optional[int] = typer.Option(None, "--d-model", help="Override the hidden size."),
-        n_head: Optional[int] = typer.Option(None, "--n-head", help="Override the number of attention heads."),
-        d_ff: Optional[int] = typer.Option(None, "--d-ff", help="Override the feed-forward size (default 4 x d-model)."),
-        n_positions: Optional[int] = typer.Option(None, "--n-positions", help="Override the number of learned positions (1024)."),
-        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Override the vocabulary size (default: the data's)."),
-        init_std: Optional[float] = typer.Option(None, "--init-std", help="Init standard deviation (0.02)."),
-        precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16 (dynamic loss scaling) or fp32; default bf16 on GPU, fp32 on CPU."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", show_default="by --size: tiny 200, others CPM's 20,000", help="Optimizer steps."),
+        global_batch: Optional[int] = typer.Option(None, "--global-batch", show_default="by --size: tiny 16, others CPM's 3,072", help="Sequences per optimizer step."),
+        micro_batch: Optional[int] = typer.Option(None, "--micro-batch", show_default="by --size: tiny 8, small 16, medium 8, large 2", help="Sequences per forward pass per data-parallel rank."),
+        lr: Optional[float] = typer.Option(None, "--lr", show_default="by --size: tiny 1e-3, others CPM's 1.5e-4", help="Peak learning rate."),
+        min_lr: Optional[float] = typer.Option(None, "--min-lr", show_default="by --size: tiny 1e-4, others CPM's 1e-5", help="Learning rate at the end of the cosine decay."),
+        warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", show_default="by --size: tiny 20, others CPM's 5,000", help="Linear warm-up steps."),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", show_default="0.01", help="AdamW weight decay (not on biases/LayerNorm)."),
+        beta1: Optional[float] = typer.Option(None, "--beta1", show_default="0.9", help="Adam beta1."),
+        beta2: Optional[float] = typer.Option(None, "--beta2", show_default="0.999", help="Adam beta2."),
+        adam_eps: Optional[float] = typer.Option(None, "--adam-eps", show_default="1e-8", help="Adam epsilon."),
+        clip_grad: Optional[float] = typer.Option(None, "--clip-grad", show_default="1.0", help="Max global gradient norm (0 = off)."),
+        dropout: Optional[float] = typer.Option(None, "--dropout", show_default="0.1", help="Dropout probability."),
+        n_layer: Optional[int] = typer.Option(None, "--n-layer", show_default="by --size", help="Override the number of layers."),
+        d_model: Optional[int] = typer.Option(None, "--d-model", show_default="by --size", help="Override the hidden size."),
+        n_head: Optional[int] = typer.Option(None, "--n-head", show_default="by --size", help="Override the number of attention heads."),
+        d_ff: Optional[int] = typer.Option(None, "--d-ff", show_default="4 x --d-model", help="Override the feed-forward size."),
+        n_positions: Optional[int] = typer.Option(None, "--n-positions", show_default="1024", help="Override the number of learned positions."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", show_default="the data's", help="Override the vocabulary size."),
+        init_std: Optional[float] = typer.Option(None, "--init-std", show_default="0.02", help="Init standard deviation."),
+        precision: Optional[str] = typer.Option(None, "--precision", show_default="bf16 on GPU, fp32 on CPU", help="bf16, fp16 (dynamic loss scaling) or fp32."),
+        device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
         seed: int = typer.Option(1234, "--seed", help="Seed of the initialisation, dropout and data order."),
-        save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N steps (and at the end); default 1000; 0 = never."),
-        keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Keep the last K checkpoints (3; 0 = keep all)."),
-        eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validation loss every N steps (and at the end); default 1000; 0 = never."),
-        eval_batches: Optional[int] = typer.Option(None, "--eval-batches", help="Validation micro-batches per rank (50)."),
-        log_every: Optional[int] = typer.Option(None, "--log-every", help="Write metrics every N steps (1)."),
+        save_every: Optional[int] = typer.Option(None, "--save-every", show_default="1000", help="Checkpoint every N steps (and at the end); 0 = never."),
+        keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", show_default="3", help="Keep the last K checkpoints (0 = keep all)."),
+        eval_every: Optional[int] = typer.Option(None, "--eval-every", show_default="1000", help="Validation loss every N steps (and at the end); 0 = never."),
+        eval_batches: Optional[int] = typer.Option(None, "--eval-batches", show_default="50", help="Validation micro-batches per rank."),
+        log_every: Optional[int] = typer.Option(None, "--log-every", show_default="1", help="Write metrics every N steps."),
         activation_checkpointing: bool = typer.Option(False, "--activation-checkpointing", help="Recompute each block in the backward pass."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --output (metrics after it are rewritten)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the previous run in --output (config, metrics, tensorboard, checkpoints) and start afresh."),
-        stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Stop after this step with a checkpoint, keeping the --max-steps schedule (for time-limited jobs; continue with --resume)."),
+        stop_at: Optional[int] = typer.Option(None, "--stop-at", show_default="--max-steps", help="Stop after this step with a checkpoint, keeping the --max-steps schedule (for time-limited jobs; continue with --resume)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        skip_verify: bool = typer.Option(False, "--skip-verify", help="Do not check the shards' size and sha256 against the manifest before training (token ids are still range-checked)."),
     ) -> None:
         """Train a CPM-style GPT (tensor + data parallel under torchrun).
 
@@ -72,6 +88,8 @@ def register(app: typer.Typer) -> None:
             eval_batches=eval_batches, log_every=log_every, activation_checkpointing=activation_checkpointing,
             compile=compile, resume=resume, overwrite=overwrite, stop_at=stop_at, progress=progress, model=model,
         )
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node reads the data; the others wait for it
+            verify_packed(input, ("train", "valid"), skip=skip_verify, progress=progress)
         summary = train(cfg)
         if summary.get("loss") is not None and int(os.environ.get("RANK", "0")) == 0:
             keys = ("steps", "loss", "val_loss", "val_ppl", "tokens_per_s", "run_dir")

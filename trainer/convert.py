@@ -248,11 +248,13 @@ def save_weights_checkpoint(
 ) -> Path:
     """Write unsharded weights as a cpm checkpoint at ``tp`` (``output/checkpoints/step-N``, ``latest``).
 
-    The layout is :mod:`cpm.trainer.checkpoint`'s (``config.json`` + ``model-tpXX-of-YY.pt``),
+    The layout is :mod:`cpm.trainer.checkpoint`'s (``config.json`` + ``model-tpXX-of-YY.pt`` +
+    ``checksums.json``),
     without optimizer or trainer state: ``cpm generate``, ``cpm eval`` and ``cpm export``
     read it like any other checkpoint.
     """
     from cpm.trainer.checkpoint import CHECKPOINTS, LATEST, model_layout, shard_file, shard_state, step_name
+    from cpm.trainer.checksums import write_checksums
     from cpm.trainer.model import GPT
     from cpm.trainer.parallel import ParallelContext
 
@@ -278,6 +280,7 @@ def save_weights_checkpoint(
     meta = {"model": config.to_dict(), "tp": tp, "padded_vocab": padded, "layout": layout, "step": step, "run": run}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     (Path(output) / "config.json").write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_checksums(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     latest_tmp = root / f".{LATEST}.tmp"

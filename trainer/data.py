@@ -133,8 +133,30 @@ def _manifest_shards(directory: Path, split: str) -> list[Path]:
     return paths
 
 
+RANGE_CHECK_TOKENS = 1 << 24  # tokens compared per numpy pass of the range check
+
+
+def check_token_range(block: np.ndarray, vocab_size: int, path: Path, first_row: int) -> None:
+    """:class:`ShardError` naming the shard and row of the first token id in ``block`` (rows of
+    ``seq_len + 1`` ids, memory-mapped) outside ``[0, vocab_size)``: such an id would crash the
+    embedding lookup mid-run. A vectorised min/max per chunk; the row is searched only on failure."""
+    step = max(1, RANGE_CHECK_TOKENS // max(1, block.shape[1]))
+    for start in range(0, len(block), step):
+        chunk = block[start : start + step]
+        if len(chunk) == 0 or (int(chunk.max()) < vocab_size and int(chunk.min()) >= 0):
+            continue
+        bad = (chunk >= vocab_size) | (chunk < 0)
+        row = int(np.argmax(bad.any(axis=1)))
+        column = int(np.argmax(bad[row]))
+        raise ShardError(f"{path}: row {first_row + start + row}: token id {int(chunk[row, column])} at position {column} "
+                         f"is outside the vocabulary (size {vocab_size})")
+
+
 class SequenceShards:
-    """Every sample of some sequence shards, memory-mapped, addressable by global row index."""
+    """Every sample of some sequence shards, memory-mapped, addressable by global row index.
+
+    Opening checks every token id against the shards' vocabulary size (:func:`check_token_range`).
+    """
 
     def __init__(self, paths: Sequence[Path]) -> None:
         from cpm.schemas import schema_metadata, validate_schema
@@ -159,6 +181,7 @@ class SequenceShards:
             source.seek(0)
             mapped = source.read_buffer(source.size())  # the whole file, zero-copy: batches must point into it
             width = int(meta["seq_len"]) + 1
+            vocab_size, row = int(meta["vocab_size"]), 0
             for i in range(reader.num_record_batches):
                 column = read_batch(reader, i, path).column(0)
                 if len(column) == 0:
@@ -170,7 +193,10 @@ class SequenceShards:
                     raise ShardError(f"{path}: compressed sequence shard cannot be memory-mapped; re-pack it uncompressed")
                 values = column.values.to_numpy(zero_copy_only=True)
                 values = values[column.offset * width : (column.offset + len(column)) * width]
-                self._blocks.append(values.reshape(len(column), width))
+                block = values.reshape(len(column), width)
+                check_token_range(block, vocab_size, path, row)
+                self._blocks.append(block)
+                row += len(block)
         if meta0 is None:
             raise ShardError("no sequence shards given")
         self.seq_len = int(meta0["seq_len"])

@@ -9,9 +9,11 @@ from typing import Any, Optional
 import typer
 
 from cpm.errors import CpmError
+from cpm.jsonl import json_line
 
 CHECKPOINT_HELP = "A run directory (its latest checkpoint) or one checkpoint directory, saved at any --tp."
-TOKENIZER_HELP = "Tokenizer directory or .model file (default: the one recorded in the checkpoint)."
+TOKENIZER_HELP = "Tokenizer directory or .model file."
+TOKENIZER_DEFAULT = "the one recorded in the checkpoint"
 
 
 def check_writable(path: str) -> None:
@@ -45,18 +47,18 @@ def _read_prompts(path: str) -> list[dict[str, Any]]:
 
 def _generate_command(
     checkpoint: str = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
-    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text to continue (streamed to the terminal)."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help='JSONL file of {"prompt": ...} lines ("-" = stdin), decoded in batches.'),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", show_default="none: give --prompt or --input", help="Text to continue (streamed to the terminal)."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", show_default="none: give --prompt or --input", help='JSONL file of {"prompt": ...} lines ("-" = stdin), decoded in batches.'),
     output: str = typer.Option("-", "--output", "-o", help='With --input: JSONL of {"prompt", "completion", "tokens", ...} ("-" = stdout).'),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=0, help="Tokens to generate at most (stops earlier at <eod>)."),
     temperature: float = typer.Option(0.9, "--temperature", min=0.0, help="Sampling temperature; 0 = greedy."),
     top_p: float = typer.Option(0.9, "--top-p", min=0.0, max=1.0, help="Nucleus sampling: smallest set of tokens with this probability (1 = off)."),
     top_k: int = typer.Option(0, "--top-k", min=0, help="Sample from the K most likely tokens only (0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the sampling (same seed, device and batch = same text)."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default="a random seed", help="Seed of the sampling (same seed, device and batch = same text)."),
     num_samples: int = typer.Option(1, "--num-samples", "-n", min=1, help="Continuations per prompt."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences decoded together."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
+    device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
 ) -> None:
     """Continue a prompt (streamed) or a JSONL file of prompts with KV-cached sampling; stops at <eod>.
 
@@ -100,7 +102,7 @@ def _generate_command(
                     row.update(completion=tok.decode(result.tokens), tokens=result.tokens, finish_reason=result.finish_reason)
                     if num_samples > 1:
                         row["sample"] = sample
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    handle.write(json_line(row))
                 handle.flush()
                 bar.update(len(chunk))
     finally:
@@ -169,19 +171,22 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", "-d", help="A `cpm data pack` output directory or sequence shard files."),
         split: str = typer.Option("valid", "--split", help="Which split of a pack directory."),
         micro_batch: int = typer.Option(8, "--micro-batch", min=1, help="Sequences per forward pass."),
-        max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, help="Stop after N batches (default: the whole split)."),
+        max_batches: Optional[int] = typer.Option(None, "--max-batches", min=1, show_default="the whole split", help="Stop after N batches."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+        device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
+        skip_verify: bool = typer.Option(False, "--skip-verify", help="Do not check the shards' size and sha256 against the manifest first (token ids are still range-checked)."),
     ) -> None:
         """Mean next-token loss and perplexity of a checkpoint over a split of sequence shards.
 
         Example: cpm eval ppl --checkpoint runs/tiny --data out/packed --split valid
         """
         from cpm.trainer.checkpoint import load_model, resolve_checkpoint
+        from cpm.trainer.cli import verify_packed
         from cpm.trainer.evaluate import evaluate_perplexity
         from cpm.trainer.generate import default_device
 
         ckpt = resolve_checkpoint(checkpoint)
+        verify_packed(data, (split,), skip=skip_verify, progress=sys.stderr.isatty())
         model, _ = load_model(ckpt, tp=1, device=default_device(device))
         result = evaluate_perplexity(model, data, micro_batch=micro_batch, split=split, device=next(model.parameters()).device,
                                      max_batches=max_batches, show_progress=sys.stderr.isatty())
@@ -196,21 +201,21 @@ def register(app: typer.Typer) -> None:
     def eval_choice(
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
         task: str = typer.Option(..., "--task", "-t", help="CLUE JSON-lines file, or a bundled sample: tnews, iflytek, ocnli, chid."),
-        template: Optional[str] = typer.Option(None, "--template", help="tnews, iflytek, ocnli, chid, or a pattern such as '这是关于{label}的文章：{text}' (default: the task's)."),
-        score: Optional[str] = typer.Option(None, "--score", help="Field whose span is scored (text, s2, label, ... or 'all'); required with a custom pattern."),
-        task_format: Optional[str] = typer.Option(None, "--format", help="How to read the file: tnews, iflytek, ocnli, chid (default: from the template or the keys)."),
-        answers: Optional[str] = typer.Option(None, "--answers", help="ChID answers file ({\"#idiom000123#\": 3, ...})."),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Label set: CLUE labels.json or one word per line (default: built in / the file's)."),
-        candidates: Optional[str] = typer.Option(None, "--candidates", help="'all' labels, or 'sampled' (3 wrong + gold, 3 repeats: the paper's TNEWS/IFLYTEK protocol)."),
+        template: Optional[str] = typer.Option(None, "--template", show_default="the task's", help="tnews, iflytek, ocnli, chid, or a pattern such as '这是关于{label}的文章：{text}'."),
+        score: Optional[str] = typer.Option(None, "--score", show_default="the built-in template's", help="Field whose span is scored (text, s2, label, ... or 'all'); required with a custom pattern."),
+        task_format: Optional[str] = typer.Option(None, "--format", show_default="from the template or the keys", help="How to read the file: tnews, iflytek, ocnli, chid."),
+        answers: Optional[str] = typer.Option(None, "--answers", show_default="the answers in the task file", help="ChID answers file ({\"#idiom000123#\": 3, ...})."),
+        labels: Optional[str] = typer.Option(None, "--labels", show_default="built in, or the file's", help="Label set: CLUE labels.json or one word per line."),
+        candidates: Optional[str] = typer.Option(None, "--candidates", show_default="the template's", help="'all' labels, or 'sampled' (3 wrong + gold, 3 repeats: the paper's TNEWS/IFLYTEK protocol)."),
         wrong: int = typer.Option(3, "--wrong", min=1, help="Wrong labels per sampled candidate set."),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Sampled candidate sets per example."),
         seed: int = typer.Option(0, "--seed", help="Seed of the candidate sampling and the bootstrap."),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate the first N examples only."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, show_default="all", help="Evaluate the first N examples only."),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="Sequences per forward pass."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Write per-example predictions (JSONL) here."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", show_default="not written", help="Write per-example predictions (JSONL) here."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
-        device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
+        device: Optional[str] = typer.Option(None, "--device", show_default="cuda when available", help="cpu or cuda."),
     ) -> None:
         """Zero-shot multiple choice (CPM-1): the candidate whose scored span has the lowest mean NLL wins.
 
@@ -241,7 +246,7 @@ def register(app: typer.Typer) -> None:
             try:
                 with open(output, "w", encoding="utf-8") as handle:
                     for record in result.predictions:
-                        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                        handle.write(json_line(record))
             except OSError as exc:
                 raise CpmError(f"{output}: cannot write ({exc.strerror})") from None
         summary = {"checkpoint": meta["path"]} | result.summary()
@@ -262,7 +267,7 @@ def register(app: typer.Typer) -> None:
     def export_hf_command(
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help=CHECKPOINT_HELP),
         output: str = typer.Option(..., "--output", "-o", help="Directory for the Hugging Face model (GPT2LMHeadModel)."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
     ) -> None:
         """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, cpm tokenizer, README).
@@ -279,9 +284,9 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Released CPM-1 checkpoint directory (latest_checkpointed_iteration.txt, ITER/mp_rank_XX_model_states.pt)."),
         output: str = typer.Option(..., "--output", "-o", help="Run directory for the cpm checkpoint (checkpoints/step-N, latest)."),
         tp: int = typer.Option(1, "--tp", min=1, help="Tensor-parallel size of the written checkpoint."),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="The CPM-1 chinese_vocab.model (recorded for generate/eval; sets the vocabulary size)."),
-        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Real vocabulary size (default: the tokenizer's, else 30000)."),
-        n_head: Optional[int] = typer.Option(None, "--n-head", help="Attention heads (default: CPM-1's for the hidden size: 768->12, 1024->16, 2560->32)."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default="none recorded", help="The CPM-1 chinese_vocab.model (recorded for generate/eval; sets the vocabulary size)."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", show_default="the tokenizer's, else 30000", help="Real vocabulary size."),
+        n_head: Optional[int] = typer.Option(None, "--n-head", show_default="CPM-1's for the hidden size: 768->12, 1024->16, 2560->32", help="Attention heads."),
     ) -> None:
         """Convert a released CPM-1 (Megatron/DeepSpeed) checkpoint into a cpm checkpoint at any --tp.
 
