@@ -198,19 +198,31 @@ def peek(chunks: Iterator[bytes], size: int) -> tuple[bytes, Iterator[bytes]]:
 
 
 class ChunkStream(io.RawIOBase):
-    """A readable binary file over a chunk iterator (for iterparse and warcio)."""
+    """A readable binary file over a chunk iterator (for iterparse and warcio).
+
+    A :class:`TruncatedInputError` from the chunks is held back until the bytes before it have
+    been read, so that a buffered reader on top hands them out first.
+    """
 
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
         self._buffer = b""
         self._offset = 0
+        self._error: TruncatedInputError | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         while self._offset >= len(self._buffer):
-            chunk = next(self._chunks, None)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            try:
+                chunk = next(self._chunks, None)
+            except TruncatedInputError as error:
+                self._error = error
+                return 0  # end of the good bytes; the error comes with the next read
             if chunk is None:
                 return 0
             self._buffer, self._offset = chunk, 0

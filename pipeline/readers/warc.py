@@ -100,12 +100,11 @@ def _read_body(record: Any, max_bytes: int) -> tuple[bytes, int]:
     return content, size
 
 
-def _document(record: Any, ordinal: int, context: Context) -> RawRecord | Rejection:
+def _document(record: Any, ordinal: int, context: Context, from_arc: bool) -> RawRecord | Rejection:
     """One response/resource/conversion record -> one record or rejection."""
     source, where = context.source, f"record {ordinal}"
     origin = context.origin(where)
     headers = record.rec_headers
-    from_arc = record.format == "arc2warc"  # warcio gives these a random WARC-Record-ID
     record_id = None if from_arc else (headers.get_header("WARC-Record-ID") or "").strip("<>") or None
     url = headers.get_header("WARC-Target-URI")
     date = headers.get_header("WARC-Date")
@@ -149,11 +148,12 @@ def read_warc(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterato
     """Records of a WARC, WET or ARC file (decompressed chunks; gzip members already joined)."""
     stream = io.BufferedReader(ChunkStream(chunks), buffer_size=READ_CHUNK)
     ordinal = 0  # documents yielded so far
+    from_arc = not head.lstrip().startswith(b"WARC/")  # warcio gives ARC records a random WARC-Record-ID
     records = _archive_iterator(stream)
     try:
         for record in records:
             if record.rec_type in DOCUMENT_TYPES:
-                document = _document(record, ordinal + 1, context)
+                document = _document(record, ordinal + 1, context, from_arc)
                 ordinal += 1
                 yield document
     except TruncatedInputError as error:
