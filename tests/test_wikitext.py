@@ -83,9 +83,9 @@ def test_the_sentences_of_the_issue_no_longer_break() -> None:
 def test_math_inline_kept_display_paragraphs_dropped() -> None:
     wikitext = (
         "设 <math>k=\\mathbb{R}</math> 或 <math>k=\\mathbb{C}</math>。\n"
-        ":<math>H(s) = \\frac{1}{s}</math>\n"
-        "<math>x^2</math>，\n"
-        "会转换为以下的函数\n"
+        ":<math>H(s) = \\frac{1}{s}</math>\n\n"
+        "<math>x^2</math>，\n\n"
+        "会转换为以下的函数\n\n"
         "化学式<chem>H2O</chem>是水。"
     )
     assert wikitext_to_text(wikitext).split("\n") == [
@@ -109,6 +109,19 @@ def test_galleries_files_navboxes_and_tables_go() -> None:
         "{{Navbox|list1=[[甲]]}}\n{| class=wikitable\n| 表格 |}\n[[Category:类]]"
     )
     assert wikitext_to_text(wikitext) == "正文。"
+
+
+def test_lines_of_one_paragraph_are_joined_as_on_the_page() -> None:
+    wikitext = "第一行\n接着第二行，\nand English\nwords here。\n\n新段落\n* 列表项\n 预排版\n== 标题 ==\n正文<br/>换行"
+    assert wikitext_to_text(wikitext).split("\n") == [
+        "第一行接着第二行，and English words here。",
+        "新段落",
+        "列表项",
+        "预排版",
+        "标题",
+        "正文",
+        "换行",
+    ]
 
 
 def test_nowiki_content_is_shown_literally() -> None:

@@ -292,6 +292,30 @@ def wikitext_to_text(wikitext: str) -> str:
     return assemble_lines(text, held)
 
 
+_BLOCK_START = (" ", "\t", "*", "#", ":", ";", "=", "|", "!", "{")
+
+
+def _join_paragraph_lines(text: str) -> str:
+    """Join the lines of one paragraph, as MediaWiki renders them (a single newline is no break).
+
+    A line continues the paragraph when it and the line before are both plain text: not blank,
+    not a list item, heading, table row or preformatted line. The join is a space between two
+    non-CJK characters and nothing next to a CJK one.
+    """
+    lines: list[str] = []
+    continues = False
+    for line in text.split("\n"):
+        is_text = bool(line.strip()) and not line.startswith(_BLOCK_START)
+        if is_text and continues:
+            previous, line = lines[-1].rstrip(), line.strip()
+            cjk_edge = previous[-1:] >= "\u2e80" or line[:1] >= "\u2e80"
+            lines[-1] = previous + ("" if cjk_edge else " ") + line
+        else:
+            lines.append(line)
+        continues = is_text
+    return "\n".join(lines)
+
+
 def assemble_lines(text: str, held: list[str]) -> str:
     """The last passes, on text whose templates, tables and links are resolved.
 
@@ -299,7 +323,7 @@ def assemble_lines(text: str, held: list[str]) -> str:
     sections, empty sections and formula-only paragraphs are dropped; the ``held`` texts
     (placeholders ``\\ue000<i>\\ue001``) are put back.
     """
-    text = _BOLD_ITALIC.sub("", text)
+    text = _BOLD_ITALIC.sub("", _join_paragraph_lines(text))
     text = _BR.sub("\n", text)
     text = _TAG.sub("", text)
     text = _MAGIC_WORD.sub("", text)
