@@ -148,3 +148,9 @@ def test_wet_conversion_records_carry_text(tmp_path: Path) -> None:
     records = read(path)
     assert [r.text for r in records] == ["第一段正文。", "第二段正文。"]
     assert all(r.meta == {"warc_type": "conversion"} for r in records)
+
+
+def test_a_binary_file_named_like_an_archive_is_one_rejection(tmp_path: Path) -> None:
+    path = tmp_path / "photo.arc"
+    path.write_bytes(PNG)
+    assert [r.rule for r in read(path)] == ["binary_file"]

@@ -147,3 +147,30 @@ def test_twenty_real_articles_keep_their_prose_and_lose_their_markup() -> None:
         kept += sum(p in text or p in flat for p in expected["phrases"])
         assert residue_of(text, expected) == [], name
     assert kept / phrases >= 0.95
+
+
+def test_real_articles_wrapped_in_a_dump_read_end_to_end(tmp_path: Path) -> None:
+    import bz2
+    from xml.sax.saxutils import escape
+
+    from cpm.pipeline.readers import read_input
+
+    names = ["WebDAV", "面容ID", "加速器_IE"]
+    pages = "".join(
+        f"<page><title>{name}</title><ns>0</ns><id>{i + 1}</id><revision><id>{i + 10}</id>"
+        f"<timestamp>2019-01-01T00:00:00Z</timestamp><text>{escape((ZHWIKI / f'{name}.wiki').read_text())}</text>"
+        "</revision></page>"
+        for i, name in enumerate(names)
+    )
+    dump = (
+        '<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><siteinfo><dbname>zhwiki</dbname>'
+        f"<base>https://zh.wikipedia.org/wiki/Wikipedia:首页</base></siteinfo>{pages}</mediawiki>"
+    )
+    path = tmp_path / "zhwiki-pages-articles.xml.bz2"
+    path.write_bytes(bz2.compress(dump.encode()))
+    records = list(read_input(str(path), "encyclopedia"))
+    assert [r.id for r in records] == ["zhwiki-1", "zhwiki-2", "zhwiki-3"]
+    webdav, face_id, accelerator = (r.text for r in records)
+    assert "WebDAV由互联网工程任务组的工作组在RFC 4918中定义。" in webdav and "外部链接" not in webdav
+    assert face_id.startswith("面容ID（英语：Face ID）是蘋果公司设计和发布的一个臉部识别系统")
+    assert "以“activities”为名引进加速器" in accelerator and "（）" not in accelerator

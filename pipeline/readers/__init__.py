@@ -45,7 +45,7 @@ from cpm.pipeline.readers.compression import (
     open_raw,
     peek,
 )
-from cpm.pipeline.readers.detect import ARCHIVE_FORMATS, FORMATS, detect_format
+from cpm.pipeline.readers.detect import ARCHIVE_FORMATS, ARCHIVE_MAGIC, FORMATS, detect_format
 from cpm.pipeline.readers.encoding import decode_html, detect_encoding, looks_binary
 from cpm.pipeline.readers.html import read_html
 from cpm.pipeline.readers.jsonl import join_cjk_tokens, read_jsonl, render_dialog, render_qa
@@ -122,7 +122,7 @@ def read_input(
             yield Rejection(source, "empty_file", f"{path}:1", detail="the file has no content")
             return
         fmt = detect_format(path, head, source)
-        if fmt not in ARCHIVE_FORMATS and looks_binary(head):
+        if looks_binary(head) and not (fmt in ARCHIVE_FORMATS and head.lstrip().startswith(ARCHIVE_MAGIC)):
             yield Rejection(source, "binary_file", f"{path}:1", detail=f"not a text file (starts with {head[:8]!r})")
             return
         reader = _READERS.get(fmt)

@@ -11,6 +11,7 @@ from cpm.pipeline.readers.text import is_chapter_heading
 
 FORMATS = ("jsonl", "mediawiki_xml", "warc", "wet", "arc", "html", "text_novel", "thucnews_txt", "text")
 ARCHIVE_FORMATS = ("warc", "wet", "arc")  # binary records inside are checked one by one
+ARCHIVE_MAGIC = (b"WARC/", b"filedesc://")
 _THUCNEWS_NAME = re.compile(r"^\d+\.txt$")
 
 
@@ -22,7 +23,7 @@ def detect_format(path: str, head: bytes, source: str | None = None) -> str:
     """
     name = COMPRESSED_SUFFIX.sub("", os.path.basename(path)).lower()
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if start.startswith(b"filedesc://") or name.endswith(".arc"):
+    if start.startswith(b"filedesc://") or name.endswith(".arc"):  # ARC v1 starts with its filedesc record
         return "arc"
     if start.startswith(b"WARC/"):
         return "wet" if ".wet" in name or b"WARC-Type: conversion" in head else "warc"
