@@ -109,7 +109,7 @@ def _walk(code, held: list[str]) -> str:  # noqa: ANN001 - mwparserfromhell type
                 out.append(f"\ue000{len(held) - 1}\ue001")
             elif tag == "nowiki":
                 held.append(str(node.contents))
-                out.append(f"\ue000{len(held) - 1}\ue001")
+                out.append(f"\ue002{len(held) - 1}\ue001")
             elif tag == "br":
                 out.append("\n")
             elif tag in ("table",) or str(node.wiki_markup or "") == "{|":

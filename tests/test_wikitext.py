@@ -174,3 +174,7 @@ def test_real_articles_wrapped_in_a_dump_read_end_to_end(tmp_path: Path) -> None
     assert "WebDAV由互联网工程任务组的工作组在RFC 4918中定义。" in webdav and "外部链接" not in webdav
     assert face_id.startswith("面容ID（英语：Face ID）是蘋果公司设计和发布的一个臉部识别系统")
     assert "以“activities”为名引进加速器" in accelerator and "（）" not in accelerator
+
+
+def test_a_line_of_nowiki_text_alone_stays() -> None:
+    assert wikitext_to_text("例如：\n\n<nowiki>[[条目]]</nowiki>\n\n<math>x</math>") == "例如：\n[[条目]]"

@@ -19,6 +19,8 @@ What :func:`wikitext_to_text` does, in order:
   links ``[http://… label]`` into ``label``;
 * strips ``'''bold'''`` / ``''italic''`` quotes, remaining HTML tags, magic words
   (``__TOC__``), HTML entities, and brackets left empty or unmatched by what went;
+* joins the lines of one paragraph (a single newline is no break on the page: nothing is put
+  next to a CJK character, a space between two others);
 * keeps headings ``== x ==`` as their own line ``x`` (a heading whose section is empty is
   dropped); drops the boilerplate sections whole (:data:`BOILERPLATE_SECTIONS`: 参见, 外部链接,
   参考文献, 参考资料, 注释, 脚注, 延伸阅读, 相关条目 … and their English forms) with their
@@ -65,7 +67,8 @@ _DROPPED_TAGS = re.compile(
 )
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/>", re.IGNORECASE | re.DOTALL)
 _MATH = re.compile(r"<(math|chem|ce)\b[^>]*>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
-_KEPT = re.compile("\ue000(\\d+)\ue001")  # a placeholder for nowiki or math content
+_KEPT = re.compile("[\ue000\ue002](\\d+)\ue001")  # a placeholder: \ue000 a formula, \ue002 nowiki text
+_PLACEHOLDER_CHARS = dict.fromkeys((0xE000, 0xE001, 0xE002))  # private-use: never in the input
 _FORMULA_ONLY = re.compile(r"^(?:\ue000\d+\ue001|[\s:;,.，。；：、])*$")
 _EMPTY_BRACKETS = re.compile(r"[（(][\s，,、；;：:]*[）)]")
 _STRAY = re.compile(r"\[\[|\]\]|\{\{|\}\}")
@@ -263,21 +266,21 @@ def _restore(text: str, held: list[str]) -> str:
     return _KEPT.sub(lambda m: held[int(m.group(1))], text) if held else text
 
 
-def _hold(held: list[str], text: str) -> str:
+def _hold(held: list[str], text: str, formula: bool) -> str:
     held.append(text)
-    return f"\ue000{len(held) - 1}\ue001"
+    return f"{chr(0xE000) if formula else chr(0xE002)}{len(held) - 1}\ue001"
 
 
 def wikitext_to_text(wikitext: str) -> str:
     """Plain text of an article's wikitext (see the module docstring for the rules)."""
     held: list[str] = []  # nowiki content and formulas, behind placeholders until the end
-    text = _COMMENT.sub("", wikitext)
-    text = _NOWIKI.sub(lambda m: _hold(held, html.unescape(m.group(1) or "")), text)
+    text = _COMMENT.sub("", wikitext.translate(_PLACEHOLDER_CHARS))
+    text = _NOWIKI.sub(lambda m: _hold(held, html.unescape(m.group(1) or ""), formula=False), text)
     text = _REF_SELF_CLOSING.sub("", text)
     text = _REF.sub("", text)
     text = _REFERENCES_TAG.sub("", text)
     text = _DROPPED_TAGS.sub("", text)
-    text = _MATH.sub(lambda m: _hold(held, " ".join(m.group(2).split())), text)
+    text = _MATH.sub(lambda m: _hold(held, " ".join(m.group(2).split()), formula=True), text)
     text = render_templates(text)
     previous = None
     while previous != text:  # innermost tables first
@@ -321,7 +324,7 @@ def assemble_lines(text: str, held: list[str]) -> str:
 
     Quotes, tags, magic words and entities go; headings become lines of their own; boilerplate
     sections, empty sections and formula-only paragraphs are dropped; the ``held`` texts
-    (placeholders ``\\ue000<i>\\ue001``) are put back.
+    (placeholders ``\\ue000<i>\\ue001`` for formulas, ``\\ue002<i>\\ue001`` for nowiki text) are put back.
     """
     text = _BOLD_ITALIC.sub("", _join_paragraph_lines(text))
     text = _BR.sub("\n", text)
