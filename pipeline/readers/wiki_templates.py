@@ -26,6 +26,9 @@ template                               renders                                  
 ``sic``, ``linktext``                  its arguments joined                           ``{{linktext|自|由}}`` -> ``自由``
 ``flag``, ``flagcountry``              the country name                               ``{{flag|中国}}`` -> ``中国``
 ``javadoc:se``                         ``name=`` or the class name (last argument)   ``{{Javadoc:SE|java/lang|Object}}`` -> ``Object``
+``lj``, ``transl``, ``ipa``, ``unicode``  the text                                       ``{{lj|東京}}`` -> ``東京``
+``font``, ``underline``, ``tooltip``   the text (``text=`` for ``font``)
+``not a typo``, ``audio``              the text (``audio``: its label)
 ``snd``, ``ndash``, ``mdash``, ``nbsp``  the dash or space
 =====================================  ============================================  =====================
 """
@@ -152,6 +155,15 @@ TEMPLATES: dict[str, Renderer] = {
     "flag": lambda a: a.get(1),
     "flagcountry": lambda a: a.get(1),
     "javadoc:se": _javadoc,
+    "lj": lambda a: a.get(1),
+    "transl": lambda a: a.positional[-1] if a.positional else "",
+    "ipa": lambda a: a.get(1),
+    "unicode": lambda a: a.get(1),
+    "not a typo": lambda a: "".join(a.positional),
+    "audio": lambda a: a.get(2),
+    "font": lambda a: a.named.get("text") or a.get(1),
+    "underline": lambda a: a.get(1),
+    "tooltip": lambda a: a.get(1),
     "birth date": _date,
     "birth date and age": _date,
     "death date": _date,
