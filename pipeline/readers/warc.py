@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from cpm.pipeline.readers.common import REJECTED_TEXT_CHARS, Context, derived_id
@@ -100,48 +101,68 @@ def _read_body(record: Any, max_bytes: int) -> tuple[bytes, int]:
     return content, size
 
 
-def _document(record: Any, ordinal: int, context: Context, from_arc: bool) -> RawRecord | Rejection:
-    """One response/resource/conversion record -> one record or rejection."""
-    source, where = context.source, f"record {ordinal}"
-    origin = context.origin(where)
+@dataclass
+class _Header:
+    """What a document takes from its WARC headers."""
+
+    record_id: str | None
+    url: str | None
+    date: str | None
+    content_type: str
+
+
+def _header(record: Any, from_arc: bool) -> _Header:
     headers = record.rec_headers
     record_id = None if from_arc else (headers.get_header("WARC-Record-ID") or "").strip("<>") or None
-    url = headers.get_header("WARC-Target-URI")
-    date = headers.get_header("WARC-Date")
-    content_type = _content_type(record)
-    kind = _kind(record, content_type)
-    if kind is None:
-        return Rejection(source, "unsupported_content_type", origin, id=record_id, detail=f"{content_type} ({url})")
+    url, date = headers.get_header("WARC-Target-URI"), headers.get_header("WARC-Date")
+    return _Header(record_id, url, date, _content_type(record))
+
+
+def _body(record: Any, header: _Header, context: Context, where: str) -> bytes | Rejection:
+    """The record's body, or the rejection of a body that is unreadable, oversized or binary."""
+    source, origin, record_id = context.source, context.origin(where), header.record_id
     max_bytes = 4 * context.max_record_chars
     try:
         content, size = _read_body(record, max_bytes)
     except TruncatedInputError:
         raise  # the file ends here: not this record's fault alone
     except Exception as error:  # broken chunked / content encoding: this record only
-        detail = f"unreadable body: {type(error).__name__}: {error} ({url})"
+        detail = f"unreadable body: {type(error).__name__}: {error} ({header.url})"
         return Rejection(source, "malformed_record", origin, id=record_id, detail=detail)
     if size > max_bytes:
         prefix = content[: 4 * REJECTED_TEXT_CHARS].decode("utf-8", "ignore")
         return context.oversized(where, prefix, f"{size:,} bytes", record_id)
     if looks_binary(content[:8192]):
-        detail = f"not text although typed {content_type or 'nothing'} (starts with {content[:8]!r}; {url})"
+        typed = header.content_type or "nothing"
+        detail = f"not text although typed {typed} (starts with {content[:8]!r}; {header.url})"
         return Rejection(source, "binary_record", origin, id=record_id, detail=detail)
-    if record_id is None:
-        record_id = derived_id(source, context.path, ordinal, content.decode("utf-8", "replace"))
-    meta: dict[str, Any] = {"warc_type": record.rec_type}
+    return content
+
+
+def _document(record: Any, ordinal: int, context: Context, from_arc: bool) -> RawRecord | Rejection:
+    """One response/resource/conversion record -> one record or rejection."""
+    source, where = context.source, f"record {ordinal}"
+    origin = context.origin(where)
+    header = _header(record, from_arc)
+    kind = _kind(record, header.content_type)
+    if kind is None:
+        detail = f"{header.content_type} ({header.url})"
+        return Rejection(source, "unsupported_content_type", origin, id=header.record_id, detail=detail)
+    content = _body(record, header, context, where)
+    if isinstance(content, Rejection):
+        return content
+    record_id = header.record_id or derived_id(source, context.path, ordinal, content.decode("utf-8", "replace"))
+    fields = {"source": source, "origin": origin, "id": record_id, "url": header.url, "date": header.date}
     if kind == "text":
         try:
-            text = content.decode("utf-8")
+            return RawRecord(text=content.decode("utf-8"), meta={"warc_type": record.rec_type}, **fields)
         except UnicodeDecodeError as error:
             sample = content.decode("utf-8", "replace")[:REJECTED_TEXT_CHARS]
             return Rejection(source, "invalid_utf8", origin, id=record_id, detail=str(error), text=sample)
-        return RawRecord(source=source, origin=origin, text=text, id=record_id, url=url, date=date, meta=meta)
     if kind == "sniff" and content.lstrip()[:1] != b"<":
-        detail = f"no content type ({url})"
-        return Rejection(source, "unsupported_content_type", origin, id=record_id, detail=detail)
-    html, encoding = decode_html(content, content_type)
-    meta["charset"] = encoding
-    return RawRecord(source=source, origin=origin, html=html, id=record_id, url=url, date=date, meta=meta)
+        return Rejection(source, "unsupported_content_type", origin, id=record_id, detail=f"no content type ({header.url})")
+    html, encoding = decode_html(content, header.content_type)
+    return RawRecord(html=html, meta={"warc_type": record.rec_type, "charset": encoding}, **fields)
 
 
 def read_warc(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterator[RawRecord | Rejection]:
