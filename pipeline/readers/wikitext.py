@@ -68,7 +68,7 @@ _DROPPED_TAGS = re.compile(
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/>", re.IGNORECASE | re.DOTALL)
 _MATH = re.compile(r"<(math|chem|ce)\b[^>]*>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
 _KEPT = re.compile("[\ue000\ue002](\\d+)\ue001")  # a placeholder: \ue000 a formula, \ue002 nowiki text
-_PLACEHOLDER_CHARS = dict.fromkeys((0xE000, 0xE001, 0xE002))  # private-use: never in the input
+_PLACEHOLDER_CHARS = re.compile("[\ue000-\ue002]")  # private-use: never taken from the input
 _FORMULA_ONLY = re.compile(r"^(?:\ue000\d+\ue001|[\s:;,.，。；：、])*$")
 _EMPTY_BRACKETS = re.compile(r"[（(][\s，,、；;：:]*[）)]")
 _STRAY = re.compile(r"\[\[|\]\]|\{\{|\}\}")
@@ -274,7 +274,7 @@ def _hold(held: list[str], text: str, formula: bool) -> str:
 def wikitext_to_text(wikitext: str) -> str:
     """Plain text of an article's wikitext (see the module docstring for the rules)."""
     held: list[str] = []  # nowiki content and formulas, behind placeholders until the end
-    text = _COMMENT.sub("", wikitext.translate(_PLACEHOLDER_CHARS))
+    text = _COMMENT.sub("", _PLACEHOLDER_CHARS.sub("", wikitext))
     text = _NOWIKI.sub(lambda m: _hold(held, html.unescape(m.group(1) or ""), formula=False), text)
     text = _REF_SELF_CLOSING.sub("", text)
     text = _REF.sub("", text)
