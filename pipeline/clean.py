@@ -250,7 +250,7 @@ def html_extraction(record: RawRecord, config: CleanConfig) -> Result:
         return record
     if not config.extract_main_text:
         return _reject(record, "html_extraction", "html record but extract_main_text is off")
-    from cpm.pipeline.readers import html_to_text
+    from cpm.pipeline.html_text import html_to_text
 
     text = html_to_text(record.html, record.url)
     if not text:
@@ -348,7 +348,7 @@ def language(record: RawRecord, config: CleanConfig) -> Result:
     """Keep documents identified as Chinese (py3langid), when ``config.language_filter``."""
     if not config.language_filter:
         return record
-    from cpm.pipeline.readers import detect_language
+    from cpm.pipeline.language import detect_language
 
     lang, prob = detect_language(record.text[: config.language_sample_chars])
     if lang != "zh" or prob < config.min_language_score:

@@ -18,8 +18,6 @@ from cpm.pipeline.readers import (
     derived_id,
     detect_encoding,
     detect_format,
-    detect_language,
-    html_to_text,
     is_chapter_heading,
     join_cjk_tokens,
     novel_title,
@@ -28,8 +26,10 @@ from cpm.pipeline.readers import (
     render_qa,
     sample_inputs,
 )
+from cpm.pipeline.html_text import html_to_text
+from cpm.pipeline.language import detect_language
 from cpm.pipeline.records import RawRecord, Rejection
-from cpm.pipeline.wikitext import is_disambiguation, is_redirect, wikitext_to_text
+from cpm.pipeline.readers.wikitext import is_disambiguation, is_redirect, wikitext_to_text
 from cpm.schemas import SOURCES
 
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples"
@@ -583,7 +583,7 @@ def test_read_input_opens_through_beam_filesystems(tmp_path):
 
 
 def test_wikitext_variant_flags_and_unclosed_templates() -> None:
-    from cpm.pipeline.wikitext import wikitext_to_text
+    from cpm.pipeline.readers.wikitext import wikitext_to_text
 
     # a hidden conversion rule (H) shows nothing; an added rule (A) shows its simplified variant
     assert wikitext_to_text("软件-{H|zh-cn:软件;zh-tw:軟體}-很好。") == "软件很好。"
