@@ -307,23 +307,23 @@ def unicode_repair(record: RawRecord, config: CleanConfig) -> Result:
     return record
 
 
-_OPENCC = None
-
-
 def to_simplified(text: str) -> str:
-    """Traditional -> simplified Chinese (OpenCC ``t2s``)."""
-    global _OPENCC
-    if _OPENCC is None:
-        import opencc
+    """Traditional -> simplified Chinese (OpenCC ``t2s``), unconditionally."""
+    from cpm.pipeline.script import to_simplified as convert
 
-        _OPENCC = opencc.OpenCC("t2s")
-    return _OPENCC.convert(text)
+    return convert(text)
 
 
 def t2s(record: RawRecord, config: CleanConfig) -> Result:
-    """Traditional -> simplified Chinese, when ``config.t2s``."""
+    """Text and title to simplified Chinese, when ``config.t2s`` and they are traditional.
+
+    The script is detected per document (:mod:`cpm.pipeline.script`): text that is already
+    simplified is left alone, so names such as 王丙乾 are never "converted" to 王丙干.
+    """
     if config.t2s:
-        record.text = to_simplified(record.text)
+        from cpm.pipeline.script import simplify_document
+
+        record.text, record.title, _ = simplify_document(record.text, record.title)
     return record
 
 
@@ -389,31 +389,11 @@ def line_filters(record: RawRecord, config: CleanConfig) -> Result:
     return record
 
 
-_PII_RE = re.compile(
-    "|".join(
-        [
-            r"(?P<EMAIL>[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})",
-            # mainland ID card: 6-digit region, birth date 18xx-20xx, 3 digits, check digit
-            r"(?P<ID>(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z]))",
-            r"(?P<IP>(?<![0-9.])(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?![0-9.]))",
-            # mobile (optionally +86) and landline 0xx(x)-xxxxxxx(x)
-            r"(?P<PHONE>(?<![0-9])(?:(?:\+|00)86[- ]?)?1[3-9][0-9][- ]?[0-9]{4}[- ]?[0-9]{4}(?![0-9])|(?<![0-9])0[0-9]{2,3}-[0-9]{7,8}(?![0-9]))",
-        ]
-    )
-)
-# a cheap first pass (a leading character class lets the regex engine skip ahead fast)
-_PII_HINT_RE = re.compile(r"[@0-9](?:(?<=@)|[0-9]{6}|[.-][0-9])")
-
-
-def _pii_placeholder(match: re.Match) -> str:
-    return f"<{match.lastgroup}>"
-
-
 def mask_pii_text(text: str) -> str:
-    """E-mail addresses, ID-card numbers, IPv4 addresses and phone numbers -> placeholders."""
-    if _PII_HINT_RE.search(text) is None:
-        return text
-    return _PII_RE.sub(_pii_placeholder, text)
+    """E-mail, ID-card, bank-card, phone and QQ numbers and IPv4 -> placeholders (:mod:`cpm.pipeline.pii`)."""
+    from cpm.pipeline.pii import mask_pii
+
+    return mask_pii(text)
 
 
 def pii_masking(record: RawRecord, config: CleanConfig) -> Result:
