@@ -79,9 +79,13 @@ class CleanConfig:
     min_cjk_ratio: float = 0.3
     max_dup_line_frac: float = 0.287
     repetition_min_chars: int = 200
-    top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.256, "5": 0.201, "6": 0.171})
-    dup_char_ngrams: dict[str, float] = field(
-        default_factory=lambda: {"8": 0.198, "9": 0.182, "11": 0.167, "12": 0.154, "14": 0.14, "15": 0.127}
+    # n -> limit, calibrated on Chinese by bench/bench_repetition.py (docs/corpus.md)
+    top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.16, "4": 0.17, "5": 0.16})
+    dup_char_ngrams: dict[str, float] = field(default_factory=lambda: {"8": 0.31})  # 10..20 derive 0.31 too
+    # the same for formal text (numbered articles: laws, regulations, official notices)
+    formal_top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.2, "4": 0.27, "5": 0.33})
+    formal_dup_char_ngrams: dict[str, float] = field(
+        default_factory=lambda: {"8": 0.68, "10": 0.63, "13": 0.6, "20": 0.5}
     )
     max_bad_word_density: float = 0.005
     extra_bad_words: list[str] = field(default_factory=list)
@@ -511,34 +515,76 @@ def duplicate_ngram_fraction(codes, n: int) -> float:
     return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(codes)
 
 
+_WORD_CACHE: list = [None, None]
+
+
+def _word_codes(text: str):
+    """Code points of the letters, digits and CJK ideographs of ``text`` (no punctuation, symbols
+    or spaces: the closest to FineWeb-2's words before segmentation), as uint64, cached by identity."""
+    if _WORD_CACHE[0] is not text:
+        codes = code_points(text)
+        keep = _is_cjk(codes) | ((codes | 0x20) - 0x61 <= 25) | (codes - 0x30 <= 9)  # CJK, ASCII letters, digits
+        keep |= (codes - 0xFF10 <= 9) | ((codes - 0xFF21) & 0xFFFFFFDF <= 25)  # full-width digits and letters
+        _WORD_CACHE[1] = codes[keep].astype("uint64")
+        _WORD_CACHE[0] = text
+    return _WORD_CACHE[1]
+
+
+# numbered articles and chapters (第十二条, 第三章, 第1款, also where cited), clauses opening a line or
+# a sentence (（一）, 一、) and numbered items opening a line (12.)
+_FORMAL_RE = re.compile(
+    r"第[一二三四五六七八九十百千零〇两0-9０-９]+[条章节款编]"
+    r"|(?:^|[\n。；;])\s*(?:[（(][一二三四五六七八九十]+[）)]|[一二三四五六七八九十]+、)"
+    r"|(?:^|\n)\s*[0-9]{1,3}[.．、](?![0-9])"
+)
+_FORMAL_CACHE: list = [None, False]
+
+
+def is_formal(text: str) -> bool:
+    """Numbered articles or clauses (laws, regulations, official notices): 2 or more, at least
+    one per 400 characters. Such text repeats formal phrases by nature and gets the
+    ``formal_*`` repetition limits."""
+    if _FORMAL_CACHE[0] is not text:
+        found = 0
+        for found, _ in enumerate(_FORMAL_RE.finditer(text), 1):
+            pass
+        _FORMAL_CACHE[0], _FORMAL_CACHE[1] = text, found >= max(2, len(text) / 400)
+    return _FORMAL_CACHE[1]
+
+
 def top_ngrams(record: RawRecord, config: CleanConfig) -> Result:
-    """Reject documents dominated by one character n-gram (FineWeb-2 cmn_Hani top_n_grams)."""
+    """Reject documents dominated by one n-gram of letters/digits/ideographs (FineWeb-2 top_n_grams)."""
     if len(record.text) < config.repetition_min_chars or not config.top_char_ngrams:
         return record
-    codes = _codes(record.text)
+    formal = is_formal(record.text)
+    limits = config.formal_top_char_ngrams if formal else config.top_char_ngrams
+    codes = _word_codes(record.text)
     smallest = None
-    for n, limit in sorted(((int(n), limit) for n, limit in config.top_char_ngrams.items())):
+    for n, limit in sorted(((int(n), limit) for n, limit in limits.items())):
         # the top n-gram occurs at most as often as the top m-gram (m < n): skip hopeless checks
         if smallest is not None and smallest[1] * n / smallest[0] <= limit:
             continue
         frac = top_ngram_fraction(codes, n, limit)  # exact when above the limit, else at most the limit
         if frac > limit:
-            return _reject(record, "top_ngrams", f"top {n}-gram fraction {frac:.3f} > {limit}")
+            kind = "formal text: " if formal else ""
+            return _reject(record, "top_ngrams", f"{kind}top {n}-gram fraction {frac:.3f} > {limit}")
         if smallest is None:
             smallest = (n, frac)
     return record
 
 
 def duplicate_ngrams(record: RawRecord, config: CleanConfig) -> Result:
-    """Reject documents with too many repeated character n-grams (FineWeb-2 cmn_Hani dup_n_grams)."""
+    """Reject documents with too many repeated character n-grams (FineWeb-2 dup_n_grams)."""
     if len(record.text) < config.repetition_min_chars or not config.dup_char_ngrams:
         return record
+    formal = is_formal(record.text)
     codes = _codes(record.text)
-    limits = sorted(((int(n), limit) for n, limit in config.dup_char_ngrams.items()))
+    limits = sorted(((int(n), limit) for n, limit in (config.formal_dup_char_ngrams if formal else config.dup_char_ngrams).items()))
     for i, (n, limit) in enumerate(limits):
         frac = duplicate_ngram_fraction(codes, n)
         if frac > limit:
-            return _reject(record, "duplicate_ngrams", f"duplicated {n}-gram fraction {frac:.3f} > {limit}")
+            kind = "formal text: " if formal else ""
+            return _reject(record, "duplicate_ngrams", f"{kind}duplicated {n}-gram fraction {frac:.3f} > {limit}")
         # coverage only shrinks as n grows: below every later limit, nothing more can fail
         if frac <= min(l for _, l in limits[i + 1 :] or [(0, 1.0)]):
             break
