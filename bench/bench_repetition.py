@@ -9,13 +9,17 @@ github.com/LawRefBook/Laws). Spam (must be caught): ``tests/data/repetition_spam
 (``bench/make_spam_set.py``: templated, spun, keyword-stuffed, listing, repeated-block and
 mixed pages).
 
-For every statistic a filter computes, the table gives its high quantiles on each clean set,
-then each filter's rejection rate with the thresholds of ``CleanConfig`` (``--config`` picks
-a source's) on every set, the CPU time per MB, and the share of spam caught by the filters
-together. ``--derive`` prints, for each statistic, the threshold a rule gives: the largest
-value seen on the clean news, review and legal documents, raised by a 10% margin (so no
-clean document is rejected) and never below FineWeb-2's ``cmn_Hani`` value for the nearest
-word n-gram.
+For every statistic a filter computes, the table gives its maximum and 99.9% quantile on each
+clean set, then each filter's rejection rate on every set with the thresholds of a source's
+config (``--config``, default news), the share of spam caught by the three filters together
+(by kind), and their CPU time per MB. ``--derive`` applies the calibration rule and prints
+the limits it gives:
+
+* plain text: the smallest limit that at most 0.03% of the documents of every clean set
+  (People's Daily paragraphs and documents, reviews; review pages too for duplicated n-grams)
+  exceed, raised by 5% and rounded up to 0.01;
+* formal text (:func:`cpm.pipeline.clean.is_formal`: numbered articles/clauses): the largest
+  value on the formal legal documents, raised by 10% and rounded up to 0.01.
 
 Usage: python bench/bench_repetition.py [--legal DIR] [--config news] [--derive]
 """
@@ -80,10 +84,10 @@ def read_spam() -> list[dict]:
 
 def statistics(text: str, top_ns: list[int], dup_ns: list[int]) -> dict[str, float]:
     """Every statistic the repetition filters compute, exactly (no early exits)."""
-    from cpm.pipeline.clean import (_codes, _word_codes, duplicate_line_fraction, duplicate_ngram_fraction, is_formal,
-                                    top_ngram_fraction)
+    from cpm.pipeline.clean import (duplicate_line_fraction, duplicate_ngram_fraction, is_formal, top_ngram_fraction,
+                                    word_codes)
 
-    words, codes = _word_codes(text), _codes(text)
+    words = codes = word_codes(text)
     stats = {"formal": float(is_formal(text)),
              "dup_lines": duplicate_line_fraction(text) if text.count("\n") >= 2 else 0.0}
     stats.update({f"top_{n}": top_ngram_fraction(words, n) for n in top_ns})

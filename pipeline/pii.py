@@ -43,9 +43,18 @@ _WIDTH_TABLE = {
 # digits written as Chinese numerals (幺 is how 1 is read out in phone numbers)
 _NUMERAL_TABLE = {ord(c): ord(d) for c, d in zip("〇零幺一二三四五六七八九", "001123456789")}
 _NEEDS_WIDTH_RE = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff0b\uff0d\uff0e\uff20\u2010-\u2015\u2212\ufe63\u00a0\u3000]")
-# a text without "@" or a run of 5 digits (either width; one separator allowed) has nothing to mask
-_HINT_RE = re.compile(r"[@＠]|[0-9０-９]{3}[-\s.)）．－]?[0-9０-９]{2}|[〇零幺一二三四五六七八九]{7}")
+# a text without "@", a run of 5 digits (either width; one separator allowed) or a phone number in
+# Chinese numerals has nothing to mask
+_DIGITS_HINT_RE = re.compile(r"[0-9０-９]{3}[-\s.)）．－]?[0-9０-９]{2}")
 _NUMERAL_RUN_RE = re.compile("[〇零幺一二三四五六七八九]{7}")
+_NUMERAL_WORDS = ("电话", "手机", "号码", "电話", "手機")
+
+
+def _worth_a_look(text: str) -> bool:
+    """Cheap first pass: could ``text`` hold anything to mask?"""
+    if "@" in text or "＠" in text or _DIGITS_HINT_RE.search(text) is not None:
+        return True
+    return any(word in text for word in _NUMERAL_WORDS) and _NUMERAL_RUN_RE.search(text) is not None
 
 
 def width_normalised(text: str) -> str:
@@ -197,7 +206,7 @@ def _number_spans(view: str) -> list[Span]:
 
 def pii_spans(text: str) -> list[Span]:
     """The spans of ``text`` to mask, sorted and without overlaps (an earlier/longer span wins)."""
-    if _HINT_RE.search(text) is None:
+    if not _worth_a_look(text):
         return []
     view = width_normalised(text)
     if _NUMERAL_RUN_RE.search(view) is not None:

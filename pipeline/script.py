@@ -38,6 +38,8 @@ MIN_TRADITIONAL_CHARS = 3  # different traditional-only characters
 _CJK_BLOCKS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
 OTHER_CJK, TRADITIONAL_ONLY, SIMPLIFIED_ONLY = 1, 2, 3  # 0: not a CJK ideograph
 _TABLE: list = []  # [uint8 array by code point: 0, OTHER_CJK, TRADITIONAL_ONLY or SIMPLIFIED_ONLY]
+_SETS: list = []  # [(traditional-only, simplified-only)]
+SHORT_TEXT = 400  # below this many characters a set intersection is cheaper than numpy
 _CONVERTER: list = []  # [opencc.OpenCC("t2s")]
 
 
@@ -65,13 +67,20 @@ def derive_sets() -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(changed - simplified_forms), frozenset(simplified_forms - changed)
 
 
+def character_sets() -> tuple[frozenset[str], frozenset[str]]:
+    """:func:`derive_sets`, computed once per process."""
+    if not _SETS:
+        _SETS.append(derive_sets())
+    return _SETS[0]
+
+
 def script_table():
     """uint8 array by code point: 0 (not CJK), OTHER_CJK, TRADITIONAL_ONLY or SIMPLIFIED_ONLY."""
     if not _TABLE:
         import numpy as np
 
-        traditional_only, simplified_only = derive_sets()
-        table = np.zeros(_CJK_BLOCKS[-1][1] + 2, dtype=np.uint8)
+        traditional_only, simplified_only = character_sets()
+        table = np.zeros(0x110000, dtype=np.uint8)  # every code point: no clipping on lookup
         for first, last in _CJK_BLOCKS:
             table[first : last + 1] = OTHER_CJK
         table[[ord(c) for c in traditional_only]] = TRADITIONAL_ONLY
@@ -109,7 +118,7 @@ def script_counts(text: str) -> ScriptCounts:
 
     table = script_table()
     codes = code_points(text)
-    kind = table[np.minimum(codes, table.size - 1)]
+    kind = table[codes]
     counts = np.bincount(kind, minlength=4)
     distinct = len(np.unique(codes[kind == TRADITIONAL_ONLY])) if counts[TRADITIONAL_ONLY] else 0
     return ScriptCounts(int(counts[1:].sum()), int(counts[TRADITIONAL_ONLY]), int(counts[SIMPLIFIED_ONLY]), distinct)
@@ -125,8 +134,21 @@ def to_simplified(text: str) -> str:
     return _t2s_converter().convert(text) if text else text
 
 
+def _clearly_simplified(text: str, title: str | None) -> bool:
+    """Short texts with fewer than MIN_TRADITIONAL_CHARS different traditional-only characters."""
+    if len(text) + len(title or "") >= SHORT_TEXT:
+        return False
+    traditional_only = character_sets()[0]
+    found = traditional_only.intersection(text)
+    if title:
+        found |= traditional_only.intersection(title)
+    return len(found) < MIN_TRADITIONAL_CHARS
+
+
 def simplify_document(text: str, title: str | None = None) -> tuple[str, str | None, bool]:
     """(text, title, converted): both converted to simplified when, together, they are traditional."""
+    if _clearly_simplified(text, title):
+        return text, title, False
     counts = script_counts(text)
     if title:
         counts = counts + script_counts(title)

@@ -13,13 +13,13 @@ import zstandard
 from cpm.pipeline.clean import (
     RawRecord,
     Rejection,
-    _word_codes,
     clean_record,
     default_config,
     duplicate_lines,
     duplicate_ngrams,
     is_formal,
     top_ngrams,
+    word_codes,
 )
 from cpm.schemas import SOURCES
 
@@ -51,7 +51,7 @@ def law(path: Path) -> str:
 
 
 def test_word_codes_drop_punctuation_and_keep_letters_digits_ideographs():
-    assert "".join(map(chr, _word_codes("Ａｂ１２，中文。abc 12！ＺＺ…"))) == "Ａｂ１２中文abc12ＺＺ"
+    assert "".join(map(chr, word_codes("Ａｂ１２，中文。abc 12！ＺＺ…"))) == "Ａｂ１２中文abc12ＺＺ"
 
 
 def test_formal_text_is_recognised():
