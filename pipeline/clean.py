@@ -71,13 +71,13 @@ class CleanConfig:
 
     max_record_chars: int = 5_000_000  # readers reject longer records (rule of the reader)
     extract_main_text: bool = False  # html -> main text (trafilatura)
-    t2s: bool = False  # traditional -> simplified (OpenCC t2s)
+    t2s: bool = False  # traditional -> simplified (OpenCC t2s) for documents detected as traditional
     language_filter: bool = False  # keep only documents identified as Chinese
     min_language_score: float = 0.5  # py3langid probability (FineWeb-2 cmn_Hani: 0.692, but with GlotLID)
     language_sample_chars: int = 2000  # characters given to the language identifier
     web_residue_lines: bool = False  # drop cookie/JS/navigation/share/copyright lines
     drop_lines_without_cjk: bool = False  # drop lines without a CJK ideograph
-    mask_pii: bool = True  # e-mail, phone, ID-card, IPv4 -> placeholders
+    mask_pii: bool = True  # e-mail, phone, QQ, ID-card, bank-card, IPv4 -> placeholders
     min_chars: int = 20
     max_chars: int = 1_000_000
     min_cjk_ratio: float = 0.3
