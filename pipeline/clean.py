@@ -11,7 +11,8 @@ Steps, in order (a step whose config switch is off passes the record through):
 ``html_extraction``       web records: main text of ``html`` (trafilatura); no text -> rejected
 ``unicode_repair``        mojibake (ftfy, only on suspect text; no width folding, no NFKC),
                           NFC, removes control, zero-width, bidi and private-use characters
-``t2s``                   traditional -> simplified Chinese (OpenCC ``t2s``), if ``t2s``
+``t2s``                   traditional -> simplified Chinese (OpenCC ``t2s``), if ``t2s``, only for
+                          documents detected as traditional (title with body; script.py)
 ``whitespace``            one space for runs of spaces/tabs inside a line, lines stripped,
                           blank lines dropped: paragraphs separated by a single ``"\\n"``
 ``language``              py3langid on the first ``language_sample_chars``: keep ``zh`` with
@@ -19,22 +20,25 @@ Steps, in order (a step whose config switch is off passes the record through):
 ``line_filters``          drops web-residue lines (cookie/JS/navigation/share/copyright) and,
                           if ``drop_lines_without_cjk``, lines without a CJK ideograph;
                           nothing left -> rejected
-``pii_masking``           e-mail, mainland phone numbers, ID-card numbers, IPv4 -> placeholders
+``pii_masking``           e-mail, phone, QQ, ID-card and bank-card numbers, IPv4 -> placeholders
+                          (pii.py: width-normalised matching, checksums, contact words)
 ``min_length``            fewer than ``min_chars`` non-space characters -> rejected
 ``max_length``            more than ``max_chars`` characters -> rejected
 ``cjk_ratio``             CJK ideographs / non-space characters < ``min_cjk_ratio`` -> rejected
 ``duplicate_lines``       fraction of lines that repeat an earlier line > ``max_dup_line_frac``
-``top_ngrams``            characters in the most frequent character n-gram / all > threshold
+``top_ngrams``            characters in the most frequent n-gram of letters/digits/ideographs / all
 ``duplicate_ngrams``      characters covered by repeated character n-grams / all > threshold
 ``bad_words``             characters inside bad words / all > ``max_bad_word_density``
 ========================  =====================================================================
 
-The repetition filters use FineWeb-2's ``cmn_Hani`` thresholds (dup_line_frac 0.287; top
-word 2/3/4-grams 0.256/0.201/0.171; duplicated word 5..10-grams 0.198..0.127). Words are
-not known before segmentation (which runs after dedup, being the expensive step), so the
-n-grams are over characters (whitespace removed) with ``n`` = round(1.5 x the word n):
-Chinese words average about 1.5 characters. They run on documents of at least
-``repetition_min_chars`` characters only.
+The repetition filters follow FineWeb-2 (line, top n-gram and duplicated n-gram fractions), on
+characters since words are not known before segmentation (which runs after dedup). Their
+limits are calibrated on Chinese by ``bench/bench_repetition.py``: for plain text, the smallest
+limit that at most 0.03% of the People's Daily and product-review documents exceed (+5%);
+for formal text (numbered articles or clauses: laws, regulations, notices, see
+:func:`is_formal`), the largest value on 1,500 Chinese laws (+10%). ``top_ngrams`` counts
+letters, digits and ideographs only (punctuation and symbols removed, as words would drop
+them). The filters run on documents of at least ``repetition_min_chars`` characters only.
 """
 
 from __future__ import annotations
@@ -67,21 +71,25 @@ class CleanConfig:
 
     max_record_chars: int = 5_000_000  # readers reject longer records (rule of the reader)
     extract_main_text: bool = False  # html -> main text (trafilatura)
-    t2s: bool = False  # traditional -> simplified (OpenCC t2s)
+    t2s: bool = False  # traditional -> simplified (OpenCC t2s) for documents detected as traditional
     language_filter: bool = False  # keep only documents identified as Chinese
     min_language_score: float = 0.5  # py3langid probability (FineWeb-2 cmn_Hani: 0.692, but with GlotLID)
     language_sample_chars: int = 2000  # characters given to the language identifier
     web_residue_lines: bool = False  # drop cookie/JS/navigation/share/copyright lines
     drop_lines_without_cjk: bool = False  # drop lines without a CJK ideograph
-    mask_pii: bool = True  # e-mail, phone, ID-card, IPv4 -> placeholders
+    mask_pii: bool = True  # e-mail, phone, QQ, ID-card, bank-card, IPv4 -> placeholders
     min_chars: int = 20
     max_chars: int = 1_000_000
     min_cjk_ratio: float = 0.3
     max_dup_line_frac: float = 0.287
     repetition_min_chars: int = 200
-    top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.256, "5": 0.201, "6": 0.171})
-    dup_char_ngrams: dict[str, float] = field(
-        default_factory=lambda: {"8": 0.198, "9": 0.182, "11": 0.167, "12": 0.154, "14": 0.14, "15": 0.127}
+    # n -> limit, calibrated on Chinese by bench/bench_repetition.py (docs/corpus.md)
+    top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.16, "4": 0.17, "5": 0.16})
+    dup_char_ngrams: dict[str, float] = field(default_factory=lambda: {"8": 0.33})  # 10..20 derive 0.33 too
+    # the same for formal text (numbered articles: laws, regulations, official notices)
+    formal_top_char_ngrams: dict[str, float] = field(default_factory=lambda: {"3": 0.2, "4": 0.27, "5": 0.33})
+    formal_dup_char_ngrams: dict[str, float] = field(
+        default_factory=lambda: {"8": 0.67, "10": 0.63, "13": 0.59, "20": 0.49}
     )
     max_bad_word_density: float = 0.005
     extra_bad_words: list[str] = field(default_factory=list)
@@ -307,23 +315,23 @@ def unicode_repair(record: RawRecord, config: CleanConfig) -> Result:
     return record
 
 
-_OPENCC = None
-
-
 def to_simplified(text: str) -> str:
-    """Traditional -> simplified Chinese (OpenCC ``t2s``)."""
-    global _OPENCC
-    if _OPENCC is None:
-        import opencc
+    """Traditional -> simplified Chinese (OpenCC ``t2s``), unconditionally."""
+    from cpm.pipeline.script import to_simplified as convert
 
-        _OPENCC = opencc.OpenCC("t2s")
-    return _OPENCC.convert(text)
+    return convert(text)
 
 
 def t2s(record: RawRecord, config: CleanConfig) -> Result:
-    """Traditional -> simplified Chinese, when ``config.t2s``."""
+    """Text and title to simplified Chinese, when ``config.t2s`` and they are traditional.
+
+    The script is detected per document (:mod:`cpm.pipeline.script`): text that is already
+    simplified is left alone, so names such as 王丙乾 are never "converted" to 王丙干.
+    """
     if config.t2s:
-        record.text = to_simplified(record.text)
+        from cpm.pipeline.script import simplify_document
+
+        record.text, record.title, _ = simplify_document(record.text, record.title)
     return record
 
 
@@ -389,31 +397,11 @@ def line_filters(record: RawRecord, config: CleanConfig) -> Result:
     return record
 
 
-_PII_RE = re.compile(
-    "|".join(
-        [
-            r"(?P<EMAIL>[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})",
-            # mainland ID card: 6-digit region, birth date 18xx-20xx, 3 digits, check digit
-            r"(?P<ID>(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx](?![0-9A-Za-z]))",
-            r"(?P<IP>(?<![0-9.])(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(?![0-9.]))",
-            # mobile (optionally +86) and landline 0xx(x)-xxxxxxx(x)
-            r"(?P<PHONE>(?<![0-9])(?:(?:\+|00)86[- ]?)?1[3-9][0-9][- ]?[0-9]{4}[- ]?[0-9]{4}(?![0-9])|(?<![0-9])0[0-9]{2,3}-[0-9]{7,8}(?![0-9]))",
-        ]
-    )
-)
-# a cheap first pass (a leading character class lets the regex engine skip ahead fast)
-_PII_HINT_RE = re.compile(r"[@0-9](?:(?<=@)|[0-9]{6}|[.-][0-9])")
-
-
-def _pii_placeholder(match: re.Match) -> str:
-    return f"<{match.lastgroup}>"
-
-
 def mask_pii_text(text: str) -> str:
-    """E-mail addresses, ID-card numbers, IPv4 addresses and phone numbers -> placeholders."""
-    if _PII_HINT_RE.search(text) is None:
-        return text
-    return _PII_RE.sub(_pii_placeholder, text)
+    """E-mail, ID-card, bank-card, phone and QQ numbers and IPv4 -> placeholders (:mod:`cpm.pipeline.pii`)."""
+    from cpm.pipeline.pii import mask_pii
+
+    return mask_pii(text)
 
 
 def pii_masking(record: RawRecord, config: CleanConfig) -> Result:
@@ -477,19 +465,6 @@ def _ngram_hashes(codes, n: int):
     return h
 
 
-_NGRAM_CACHE: list = [None, None]
-
-
-def _codes(text: str):
-    """Code points of ``text`` without whitespace, as uint64 (cached by identity for the next step)."""
-    if _NGRAM_CACHE[0] is not text:
-        codes = code_points(text)
-        keep = (codes != 0x20) & (codes != 0x0A) & (codes != 0x09) & (codes != 0x3000)
-        _NGRAM_CACHE[1] = codes[keep].astype("uint64")
-        _NGRAM_CACHE[0] = text
-    return _NGRAM_CACHE[1]
-
-
 def top_ngram_fraction(codes, n: int, limit: float | None = None) -> float:
     """Characters in all occurrences of the most frequent character n-gram / all characters.
 
@@ -531,38 +506,113 @@ def duplicate_ngram_fraction(codes, n: int) -> float:
     return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(codes)
 
 
-def top_ngrams(record: RawRecord, config: CleanConfig) -> Result:
-    """Reject documents dominated by one character n-gram (FineWeb-2 cmn_Hani top_n_grams)."""
-    if len(record.text) < config.repetition_min_chars or not config.top_char_ngrams:
-        return record
-    codes = _codes(record.text)
+_WORD_TABLE: list = []  # [bool array by code point: a letter, digit or CJK ideograph]
+_WORD_CACHE: list = [None, None]
+
+
+def word_codes(text: str):
+    """Code points of the letters, digits and CJK ideographs of ``text`` as uint64, cached by identity.
+
+    Punctuation, symbols and spaces are left out: the closest to FineWeb-2's words before
+    segmentation (a run of 「。。。。」 or 「！！！」 is no repetition of words).
+    """
+    if _WORD_CACHE[0] is not text:
+        import numpy as np
+
+        if not _WORD_TABLE:
+            end = max(first + span for first, span in _CJK_RANGES) + 2
+            table = np.zeros(end, dtype=bool)
+            for first, span in _CJK_RANGES:
+                table[first : first + span + 1] = True
+            for first, last in ((0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A), (0xFF10, 0xFF19), (0xFF21, 0xFF3A), (0xFF41, 0xFF5A)):
+                table[first : last + 1] = True
+            _WORD_TABLE.append(table)
+        table = _WORD_TABLE[0]
+        codes = code_points(text)
+        _WORD_CACHE[1] = codes[table[np.minimum(codes, table.size - 1)]].astype(np.uint64)
+        _WORD_CACHE[0] = text
+    return _WORD_CACHE[1]
+
+
+# numbered articles and chapters (第十二条, 第三章, 第1款, also where cited), clauses opening a line or
+# a sentence (（一）, 一、) and numbered items opening a line (12.)
+_FORMAL_RE = re.compile(
+    r"第[一二三四五六七八九十百千零〇两0-9０-９]+[条章节款编]"
+    r"|(?:^|[\n。；;])\s*(?:[（(][一二三四五六七八九十]+[）)]|[一二三四五六七八九十]+、)"
+    r"|(?:^|\n)\s*[0-9]{1,3}[.．、](?![0-9])"
+)
+_FORMAL_CACHE: list = [None, False]
+
+
+def is_formal(text: str) -> bool:
+    """Numbered articles or clauses (laws, regulations, official notices): 2 or more, at least
+    one per 400 characters. Such text repeats formal phrases by nature and gets the
+    ``formal_*`` repetition limits."""
+    if _FORMAL_CACHE[0] is not text:
+        found = 0
+        for found, _ in enumerate(_FORMAL_RE.finditer(text), 1):
+            pass
+        _FORMAL_CACHE[0], _FORMAL_CACHE[1] = text, found >= max(2, len(text) / 400)
+    return _FORMAL_CACHE[1]
+
+
+def _limits(limits: dict[str, float]) -> list[tuple[int, float]]:
+    return sorted((int(n), limit) for n, limit in limits.items())
+
+
+def _top_ngram_excess(codes, limits: list[tuple[int, float]]) -> tuple[int, float, float] | None:
+    """(n, fraction, limit) of the first top n-gram fraction above its limit, or None."""
     smallest = None
-    for n, limit in sorted(((int(n), limit) for n, limit in config.top_char_ngrams.items())):
+    for n, limit in limits:
         # the top n-gram occurs at most as often as the top m-gram (m < n): skip hopeless checks
         if smallest is not None and smallest[1] * n / smallest[0] <= limit:
             continue
         frac = top_ngram_fraction(codes, n, limit)  # exact when above the limit, else at most the limit
         if frac > limit:
-            return _reject(record, "top_ngrams", f"top {n}-gram fraction {frac:.3f} > {limit}")
+            return n, frac, limit
         if smallest is None:
             smallest = (n, frac)
-    return record
+    return None
 
 
-def duplicate_ngrams(record: RawRecord, config: CleanConfig) -> Result:
-    """Reject documents with too many repeated character n-grams (FineWeb-2 cmn_Hani dup_n_grams)."""
-    if len(record.text) < config.repetition_min_chars or not config.dup_char_ngrams:
-        return record
-    codes = _codes(record.text)
-    limits = sorted(((int(n), limit) for n, limit in config.dup_char_ngrams.items()))
+def _duplicate_ngram_excess(codes, limits: list[tuple[int, float]]) -> tuple[int, float, float] | None:
+    """(n, fraction, limit) of the first duplicated n-gram fraction above its limit, or None."""
     for i, (n, limit) in enumerate(limits):
         frac = duplicate_ngram_fraction(codes, n)
         if frac > limit:
-            return _reject(record, "duplicate_ngrams", f"duplicated {n}-gram fraction {frac:.3f} > {limit}")
+            return n, frac, limit
         # coverage only shrinks as n grows: below every later limit, nothing more can fail
         if frac <= min(l for _, l in limits[i + 1 :] or [(0, 1.0)]):
             break
+    return None
+
+
+def _repetition_filter(record: RawRecord, config: CleanConfig, rule: str, excess, plain, formal, what: str) -> Result:
+    """Reject when a fraction exceeds its plain limit and, for formal text, its formal limit."""
+    if len(record.text) < config.repetition_min_chars or not plain:
+        return record
+    codes = word_codes(record.text)
+    found = excess(codes, _limits(plain))
+    if found is not None and is_formal(record.text):  # formal limits are looser: checked only when needed
+        found = excess(codes, _limits(formal))
+        if found is not None:
+            return _reject(record, rule, f"formal text: {what} {found[0]}-gram fraction {found[1]:.3f} > {found[2]}")
+        return record
+    if found is not None:
+        return _reject(record, rule, f"{what} {found[0]}-gram fraction {found[1]:.3f} > {found[2]}")
     return record
+
+
+def top_ngrams(record: RawRecord, config: CleanConfig) -> Result:
+    """Reject documents dominated by one n-gram of letters/digits/ideographs (FineWeb-2 top_n_grams)."""
+    return _repetition_filter(record, config, "top_ngrams", _top_ngram_excess, config.top_char_ngrams,
+                              config.formal_top_char_ngrams, "top")
+
+
+def duplicate_ngrams(record: RawRecord, config: CleanConfig) -> Result:
+    """Reject documents with too many repeated n-grams of letters/digits/ideographs (FineWeb-2 dup_n_grams)."""
+    return _repetition_filter(record, config, "duplicate_ngrams", _duplicate_ngram_excess, config.dup_char_ngrams,
+                              config.formal_dup_char_ngrams, "duplicated")
 
 
 # Spam/porn/gambling/profanity terms; density = characters inside them / all characters.
