@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
         from cpm.trainer.convert import export_hf
 
         out = export_hf(checkpoint, output, tokenizer, overwrite=overwrite)
-        typer.echo(f"wrote {out} (load with GPT2LMHeadModel.from_pretrained; tokenize with cpm.tokenizer, see {out / 'README.md'})")
+        typer.echo(f"wrote {out} (load with AutoModelForCausalLM and AutoTokenizer(..., trust_remote_code=True); see {out / 'README.md'})")
 
     @import_app.command("cpm1")
     def import_cpm1_command(
