@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_gpt import TASKS, save_run, tiny_model, train_tiny_vocab
+from tiny_gpt import save_run, task_texts, tiny_model, train_tiny_lossless, train_tiny_vocab
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -23,21 +23,7 @@ TRICKY = ["", " ", "  a  b ", "\t", "\n\n", "\r\n", "\u3000", "Ａｚ，！", "\
 
 
 def _texts() -> list[str]:
-    """Real text shipped with cpm (the eval task samples), plus the tricky strings."""
-    lines = []
-    for task in sorted(TASKS.glob("*.jsonl")):
-        for line in task.read_text("utf-8").splitlines()[:6]:
-            lines += [v for v in json.loads(line).values() if isinstance(v, str) and len(v) > 1]
-    return lines + TRICKY
-
-
-def _lossless_tokenizer(root: Path) -> Path:
-    from cpm.tokenizer.evaluate import write_document_shard
-    from cpm.tokenizer.train import train_tokenizer
-
-    texts = [t for t in _texts() if t.strip()] * 3
-    write_document_shard(root / "corpus" / "shards" / "part-00000.arrow", texts)
-    return train_tokenizer([root / "corpus"], root / "tok", vocab_size=700, mode="lossless", progress=False)
+    return task_texts(6) + TRICKY
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +34,7 @@ def exports(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("hf-tok")
     out = {}
-    for mode, tok_path in (("cpm", train_tiny_vocab(root / "tiny.model")), ("lossless", _lossless_tokenizer(root))):
+    for mode, tok_path in (("cpm", train_tiny_vocab(root / "tiny.model")), ("lossless", train_tiny_lossless(root, TRICKY, vocab_size=700))):
         tok = Tokenizer.load(tok_path)
         assert tok.mode == mode
         model = tiny_model(tok.vocab_size, seed=3, n_positions=128)
