@@ -48,7 +48,7 @@ inside Beam (no step collects the corpus in one place, no all-pairs comparison):
    the cluster's survivor in ``duplicate_of``. ``dup_cluster_size`` of a survivor counts every
    document of its cluster, exact copies included.
 8. **Index** — the signatures of the kept documents are written to ``output_dir/dedup/``
-   (``signatures-NNNNN.arrow`` sharded by id hash and sorted by id, plus ``index.json``), so a
+   (``signatures-NNNNN-of-NNNNN.minhash``, Arrow IPC files, sharded by id hash and sorted by id, plus ``index.json``), so a
    later build can pass this directory to ``against`` and drop its copies of these documents
    without re-reading them. Documents of earlier builds are never removed.
 """
@@ -77,7 +77,8 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "cpm.dedup"
 INDEX_DIR = "dedup"
 INDEX_FILE = "index.json"
-SIGNATURE_GLOB = "signatures-*.arrow"
+SIGNATURE_SUFFIX = ".minhash"  # Arrow IPC files, named apart from the document shards (datasets globs *.arrow)
+SIGNATURE_GLOBS = ("signatures-*.minhash", "signatures-*.arrow")  # the second: outputs of older cpm versions
 RULE_EXACT = "exact_duplicate"
 RULE_NEAR = "near_duplicate"
 MAX_BUCKET_PAIRS = 64  # buckets up to this size compare all pairs; larger ones compare with their 64 smallest keys
@@ -436,7 +437,7 @@ def index_paths(directory: str) -> list[str]:
     index_dir = os.path.join(directory, INDEX_DIR)
     if not os.path.isdir(index_dir):
         raise CpmError(f"{directory}: no signature index ({index_dir} does not exist); was it built by `cpm corpus build`?")
-    return sorted(glob.glob(os.path.join(index_dir, SIGNATURE_GLOB)))
+    return sorted(path for pattern in SIGNATURE_GLOBS for path in glob.glob(os.path.join(index_dir, pattern)))
 
 
 def check_index(path: str, config: DedupConfig) -> None:
@@ -489,7 +490,7 @@ def write_index_shard(item: tuple[int, Iterable[dict]], output_dir: str, config:
         },
         schema=schema,
     )
-    path = os.path.join(output_dir, INDEX_DIR, f"signatures-{shard:05d}-of-{num_shards:05d}.arrow")
+    path = os.path.join(output_dir, INDEX_DIR, f"signatures-{shard:05d}-of-{num_shards:05d}{SIGNATURE_SUFFIX}")
     return write_table(path, table, schema).entry(output_dir)
 
 

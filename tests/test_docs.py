@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_gpt import REPO, save_run, tiny_model, train_tiny_lossless
+from tiny_gpt import REPO, save_run, tiny_model
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.S | re.M)
@@ -53,26 +53,31 @@ def blocks(lang_filter) -> list[Block]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """The outputs the docs' examples read, from the bundled task texts: out/corpus, out/tok, out/packed, runs/tiny, hf/tiny."""
+def workspace(news_corpus, news_packed, tmp_path_factory) -> Path:
+    """The outputs the docs' examples read: out/corpus, out/tok, out/packed (the bundled news), runs/tiny, hf/tiny."""
     from cpm.cli import main
     from cpm.tokenizer import Tokenizer
 
     root = tmp_path_factory.mktemp("docs")
-    tok_dir = train_tiny_lossless(root / "out")
-    assert main(["-q", "data", "pack", "--input", str(root / "out" / "corpus"), "--tokenizer", str(tok_dir), "--output",
-                 str(root / "out" / "packed"), "--seq-len", "32", "--valid-fraction", "0.1"]) == 0
-    tok = Tokenizer.load(tok_dir)
-    save_run(root / "runs" / "tiny", tiny_model(tok.vocab_size, seed=1, n_positions=128), tok_dir)
-    (root / "out" / "demo").mkdir()
+    shutil.copytree(news_corpus, root / "out" / "corpus")
+    shutil.copytree(news_packed[0], root / "out" / "packed")
+    shutil.copytree(news_packed[1], root / "out" / "tok")
+    tok = Tokenizer.load(root / "out" / "tok")
+    save_run(root / "runs" / "tiny", tiny_model(tok.vocab_size, seed=1, n_positions=128), root / "out" / "tok")
     shutil.copytree(root / "runs" / "tiny", root / "out" / "demo" / "run")
     assert main(["-q", "export", "hf", "--checkpoint", str(root / "runs" / "tiny"), "--output", str(root / "hf" / "tiny")]) == 0
     return root
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if "```python" in p.read_text("utf-8")], ids=lambda p: p.name)
-def test_python_blocks_run(page, workspace, monkeypatch, torch_one_thread):
+def test_python_blocks_run(page, workspace, monkeypatch, torch_one_thread, tmp_path):
     monkeypatch.chdir(workspace)
+    try:
+        import datasets
+
+        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+    except ImportError:
+        pass
     for block in blocks(lambda lang: lang == "python"):
         if block.page == page:
             try:
