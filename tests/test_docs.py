@@ -54,7 +54,7 @@ def blocks(lang_filter) -> list[Block]:
 
 @pytest.fixture(scope="module")
 def workspace(news_corpus, news_packed, tmp_path_factory) -> Path:
-    """The outputs the docs' examples read: out/corpus, out/tok, out/packed (the bundled news), runs/tiny, hf/tiny."""
+    """The outputs the docs' examples read: out/corpus, out/tok, out/packed (the bundled news), runs/tiny, hf/tiny, ..."""
     from cpm.cli import main
     from cpm.tokenizer import Tokenizer
 
@@ -66,6 +66,7 @@ def workspace(news_corpus, news_packed, tmp_path_factory) -> Path:
     save_run(root / "runs" / "tiny", tiny_model(tok.vocab_size, seed=1, n_positions=128), root / "out" / "tok")
     shutil.copytree(root / "runs" / "tiny", root / "out" / "demo" / "run")
     assert main(["-q", "export", "hf", "--checkpoint", str(root / "runs" / "tiny"), "--output", str(root / "hf" / "tiny")]) == 0
+    assert main(["-q", "shards", "export", str(root / "out" / "corpus"), "--output", str(root / "out" / "corpus-parquet")]) == 0
     return root
 
 
