@@ -455,18 +455,15 @@ def check_index(path: str, config: DedupConfig) -> None:
             )
 
 
-def read_index(path: str) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
-    """(text digest, (node key, signature bytes)) of every document in one signature shard."""
-    from cpm.shards.io import iter_batches
-
-    for batch in iter_batches(path, "signatures"):
-        ids = batch.column("id").to_pylist()
-        chars = batch.column("num_chars").to_pylist()
-        digests = batch.column("text_digest").to_pylist()
-        sigs = batch.column("signature").flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
-        sigs = sigs.reshape(len(ids), -1)
-        for row, (doc_id, num_chars, digest) in enumerate(zip(ids, chars, digests)):
-            yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
+def index_nodes(batch) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
+    """(text digest, (node key, signature bytes)) of every document in a record batch of a signature shard."""
+    ids = batch.column("id").to_pylist()
+    chars = batch.column("num_chars").to_pylist()
+    digests = batch.column("text_digest").to_pylist()
+    sigs = batch.column("signature").flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
+    sigs = sigs.reshape(len(ids), -1)
+    for row, (doc_id, num_chars, digest) in enumerate(zip(ids, chars, digests)):
+        yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
 
 
 def write_index_shard(item: tuple[int, Iterable[dict]], output_dir: str, config: DedupConfig, num_shards: int) -> dict:
@@ -583,11 +580,12 @@ class Deduplicate(beam.PTransform):
         new_nodes = signed
         groups = [new_nodes]
         if self.against_paths:
+            from cpm.shards.beam import ReadShards
+
             old_nodes = (
                 docs.pipeline
-                | "AgainstShards" >> beam.Create(self.against_paths)
-                | "ReshuffleShards" >> beam.Reshuffle()
-                | "ReadAgainst" >> beam.FlatMap(lambda path: ((d, (k, s, None)) for d, (k, s) in read_index(path)))
+                | "ReadAgainst" >> ReadShards(self.against_paths, kind="signatures", rows=False)
+                | "AgainstNodes" >> beam.FlatMap(lambda batch: ((d, (k, s, None)) for d, (k, s) in index_nodes(batch)))
             )
             groups.append(old_nodes)
         nodes = groups | "AllNodes" >> beam.Flatten()
