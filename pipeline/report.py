@@ -171,20 +171,33 @@ def overall(data: dict[str, SourceData]) -> SourceData:
 # ------------------------------------------------------------------------------ rendering
 
 
-def _histogram(title: str, kept: list[float], rejected: list[float], x_title: str, log_x: bool = False):
-    """Overlaid histograms of kept and rejected values; ``log_x`` bins log10(value + 1), labelled in values."""
-    import math
-
+def _histogram(title: str, kept: list[float], rejected: list[float], x_title: str, log_x: bool = False, bins: int = 40):
+    """Overlaid histograms of kept and rejected values on shared bins, counted here: the page holds
+    ``bins`` counts per side, not the values, so its size does not grow with the corpus. ``log_x``
+    bins log10(value + 1) and labels the axis in values."""
+    import numpy as np
     import plotly.graph_objects as go
 
+    sides = [(name, np.asarray(values, dtype=np.float64), color)
+             for name, values, color in (("kept", kept, KEPT_COLOR), ("rejected", rejected, REJECTED_COLOR)) if len(values)]
     fig = go.Figure()
-    for name, values, color in (("kept", kept, KEPT_COLOR), ("rejected", rejected, REJECTED_COLOR)):
-        if values:
-            shown = [math.log10(v + 1) for v in values] if log_x else values
-            fig.add_trace(go.Histogram(x=shown, name=f"{name} ({len(values):,})", marker_color=color, opacity=0.75, nbinsx=40))
-    fig.update_layout(barmode="overlay", title=title, xaxis_title=x_title, yaxis_title="records")
+    fig.update_layout(barmode="overlay", bargap=0, title=title, xaxis_title=x_title, yaxis_title="records")
+    if not sides:
+        return fig
     if log_x:
-        ticks = list(range(0, 8))
+        sides = [(name, np.log10(values + 1), color) for name, values, color in sides]
+    low = min(float(v.min()) for _, v, _ in sides)
+    high = max(float(v.max()) for _, v, _ in sides)
+    edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    shown = 10 ** edges - 1 if log_x else edges
+    ranges = [f"{a:,.0f} to {b:,.0f}" if log_x else f"{a:.3g} to {b:.3g}" for a, b in zip(shown[:-1], shown[1:])]
+    for name, values, color in sides:
+        counts, _ = np.histogram(values, edges)
+        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, width=edges[1] - edges[0], customdata=ranges,
+                             name=f"{name} ({len(values):,})", marker_color=color, opacity=0.75,
+                             hovertemplate="%{customdata}: %{y:,} records<extra>" + name + "</extra>"))
+    if log_x:
+        ticks = list(range(0, int(np.ceil(high)) + 1))
         fig.update_xaxes(tickvals=ticks, ticktext=[f"{10 ** t:,}" for t in ticks])
     return fig
 

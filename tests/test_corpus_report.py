@@ -94,3 +94,16 @@ def test_report_of_a_directory_that_is_not_a_corpus_is_a_one_line_error(news_pac
     assert main(["corpus", "report", str(news_packed[0]), "--output", str(tmp_path / "r.html")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cpm corpus build output" in err and not (tmp_path / "r.html").exists()
+
+
+def test_histograms_hold_counts_not_values():
+    """The page does not grow with the corpus: a histogram of 200,000 values is a few kB of counts."""
+    import random
+
+    from cpm.pipeline.report import _histogram
+
+    rng = random.Random(0)
+    kept = [rng.lognormvariate(6, 1) for _ in range(200_000)]
+    fig = _histogram("Document length", kept, kept[:1000], "characters", log_x=True)
+    assert len(fig.to_json()) < 20_000
+    assert [sum(trace.y) for trace in fig.data] == [200_000, 1000]
