@@ -308,9 +308,9 @@ def render(directory: str | os.PathLike[str], manifest: dict[str, Any], data: di
 
 def write_report(directory: str | os.PathLike[str], output: str | os.PathLike[str], seed: int = 0) -> Path:
     """Write the report of a corpus build to ``output`` (atomically)."""
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
+    from importlib.util import find_spec
+
+    if find_spec("plotly") is None:
         raise CpmError("cpm corpus report draws with plotly, which is not installed: pip install 'cpm[report]'") from None
     manifest, data = collect(directory, seed)
     page = render(directory, manifest, data)

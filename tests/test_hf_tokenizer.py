@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from tiny_gpt import save_run, task_texts, tiny_model, train_tiny_lossless, train_tiny_vocab
 
