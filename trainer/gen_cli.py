@@ -265,7 +265,7 @@ def register(app: typer.Typer) -> None:
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
     ) -> None:
-        """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, cpm tokenizer, README).
+        """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, a tokenizer for AutoTokenizer, README).
 
         Example: cpm export hf --checkpoint runs/tiny --output hf/tiny
         """
