@@ -12,7 +12,7 @@ TORCH ?= torch==2.13.0
 LOCK ?= requirements.lock
 UV ?= uv==0.13.9
 
-.PHONY: demo test install clean lock test-latest
+.PHONY: demo test install chromium clean lock test-latest
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/activate
 
 install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+# Headless Chromium renders the corpus report in the test suite (the test skips, saying so, without it).
+# Installed with apt-get where that works without a password (root, or sudo -n); elsewhere a note only.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && \
+	    { if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
+	      else sudo -n apt-get update -q && sudo -n apt-get install -y -q --no-install-recommends chromium; fi; } ; } || \
+	  echo "note: chromium is not installed; tests/test_corpus_report.py will skip its browser check"
+
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
 
 # The whole pipeline on the bundled samples: corpus -> tokenizer -> packed data -> training -> text.
@@ -34,6 +43,7 @@ demo: $(VENV)/.installed
 	rm -rf $(OUT)
 	$(BIN)/cpm corpus build --source all --output $(OUT)/corpus
 	$(BIN)/cpm shards inspect $(OUT)/corpus --verify --rows 1
+	$(BIN)/cpm corpus report $(OUT)/corpus --output $(OUT)/corpus-report.html
 	$(BIN)/cpm tokenizer train --input $(OUT)/corpus --output $(OUT)/tokenizer --vocab-size 3000
 	$(BIN)/cpm data pack --input $(OUT)/corpus --tokenizer $(OUT)/tokenizer --output $(OUT)/packed --seq-len 128 --valid-fraction 0.05
 	$(BIN)/cpm shards inspect $(OUT)/packed --tokenizer $(OUT)/tokenizer --rows 1

@@ -241,5 +241,21 @@ def print_summary(manifest: dict, seconds: float, input_bytes: int) -> None:
     make_console().print(table)
 
 
+@corpus_app.command("report")
+def report_command(
+    directory: str = typer.Argument(..., help="Output directory of cpm corpus build."),
+    output: str = typer.Option("report.html", "--output", "-o", help="The HTML file to write (self-contained, opens offline)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the choice of sample records."),
+) -> None:
+    """Write an HTML report of a corpus build: counters, length/CJK/language histograms, duplicate clusters, samples.
+
+    Example: cpm corpus report out/corpus --output out/corpus-report.html
+    """
+    from cpm.pipeline.report import write_report
+
+    path = write_report(directory, output, seed)
+    typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(corpus_app, name="corpus")

@@ -73,10 +73,10 @@ def pack_command(
 @data_app.command("export-megatron")
 def export_megatron_command(
     input: Path = typer.Option(..., "--input", "-i", help="Packed directory (cpm data pack) or sequence shard files."),
-    output: str = typer.Option(..., "--output", "-o", help="Output prefix: writes PREFIX.bin and PREFIX.idx."),
+    output: str = typer.Option(..., "--output", "-o", help="Output prefix: writes PREFIX.bin, PREFIX.idx and PREFIX.json (eod, pad, vocab size, Megatron-LM flags)."),
     split: str = typer.Option("train", "--split", help="Which split of a packed directory to export (train or valid)."),
 ) -> None:
-    """Write Megatron-LM's indexed dataset (PREFIX.bin + PREFIX.idx, one document per entry, <eod> appended).
+    """Write Megatron-LM's indexed dataset (PREFIX.bin + PREFIX.idx, one document per entry, <eod> appended) and PREFIX.json.
 
     Example: cpm data export-megatron --input out/packed --output out/megatron/cpm_train_text_document
     """

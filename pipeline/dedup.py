@@ -48,7 +48,7 @@ inside Beam (no step collects the corpus in one place, no all-pairs comparison):
    the cluster's survivor in ``duplicate_of``. ``dup_cluster_size`` of a survivor counts every
    document of its cluster, exact copies included.
 8. **Index** — the signatures of the kept documents are written to ``output_dir/dedup/``
-   (``signatures-NNNNN.arrow`` sharded by id hash and sorted by id, plus ``index.json``), so a
+   (``signatures-NNNNN-of-NNNNN.minhash``, Arrow IPC files, sharded by id hash and sorted by id, plus ``index.json``), so a
    later build can pass this directory to ``against`` and drop its copies of these documents
    without re-reading them. Documents of earlier builds are never removed.
 """
@@ -77,7 +77,8 @@ logger = logging.getLogger(__name__)
 NAMESPACE = "cpm.dedup"
 INDEX_DIR = "dedup"
 INDEX_FILE = "index.json"
-SIGNATURE_GLOB = "signatures-*.arrow"
+SIGNATURE_SUFFIX = ".minhash"  # Arrow IPC files, named apart from the document shards (datasets globs *.arrow)
+SIGNATURE_GLOBS = ("signatures-*.minhash", "signatures-*.arrow")  # the second: outputs of older cpm versions
 RULE_EXACT = "exact_duplicate"
 RULE_NEAR = "near_duplicate"
 MAX_BUCKET_PAIRS = 64  # buckets up to this size compare all pairs; larger ones compare with their 64 smallest keys
@@ -436,7 +437,7 @@ def index_paths(directory: str) -> list[str]:
     index_dir = os.path.join(directory, INDEX_DIR)
     if not os.path.isdir(index_dir):
         raise CpmError(f"{directory}: no signature index ({index_dir} does not exist); was it built by `cpm corpus build`?")
-    return sorted(glob.glob(os.path.join(index_dir, SIGNATURE_GLOB)))
+    return sorted(path for pattern in SIGNATURE_GLOBS for path in glob.glob(os.path.join(index_dir, pattern)))
 
 
 def check_index(path: str, config: DedupConfig) -> None:
@@ -454,18 +455,15 @@ def check_index(path: str, config: DedupConfig) -> None:
             )
 
 
-def read_index(path: str) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
-    """(text digest, (node key, signature bytes)) of every document in one signature shard."""
-    from cpm.shards.io import iter_batches
-
-    for batch in iter_batches(path, "signatures"):
-        ids = batch.column("id").to_pylist()
-        chars = batch.column("num_chars").to_pylist()
-        digests = batch.column("text_digest").to_pylist()
-        sigs = batch.column("signature").flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
-        sigs = sigs.reshape(len(ids), -1)
-        for row, (doc_id, num_chars, digest) in enumerate(zip(ids, chars, digests)):
-            yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
+def index_nodes(batch) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
+    """(text digest, (node key, signature bytes)) of every document in a record batch of a signature shard."""
+    ids = batch.column("id").to_pylist()
+    chars = batch.column("num_chars").to_pylist()
+    digests = batch.column("text_digest").to_pylist()
+    sigs = batch.column("signature").flatten().to_numpy(zero_copy_only=False).astype(np.uint32)
+    sigs = sigs.reshape(len(ids), -1)
+    for row, (doc_id, num_chars, digest) in enumerate(zip(ids, chars, digests)):
+        yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
 
 
 def write_index_shard(item: tuple[int, Iterable[dict]], output_dir: str, config: DedupConfig, num_shards: int) -> dict:
@@ -489,7 +487,7 @@ def write_index_shard(item: tuple[int, Iterable[dict]], output_dir: str, config:
         },
         schema=schema,
     )
-    path = os.path.join(output_dir, INDEX_DIR, f"signatures-{shard:05d}-of-{num_shards:05d}.arrow")
+    path = os.path.join(output_dir, INDEX_DIR, f"signatures-{shard:05d}-of-{num_shards:05d}{SIGNATURE_SUFFIX}")
     return write_table(path, table, schema).entry(output_dir)
 
 
@@ -582,11 +580,12 @@ class Deduplicate(beam.PTransform):
         new_nodes = signed
         groups = [new_nodes]
         if self.against_paths:
+            from cpm.shards.beam import ReadShards
+
             old_nodes = (
                 docs.pipeline
-                | "AgainstShards" >> beam.Create(self.against_paths)
-                | "ReshuffleShards" >> beam.Reshuffle()
-                | "ReadAgainst" >> beam.FlatMap(lambda path: ((d, (k, s, None)) for d, (k, s) in read_index(path)))
+                | "ReadAgainst" >> ReadShards(self.against_paths, kind="signatures", rows=False)
+                | "AgainstNodes" >> beam.FlatMap(lambda batch: ((d, (k, s, None)) for d, (k, s) in index_nodes(batch)))
             )
             groups.append(old_nodes)
         nodes = groups | "AllNodes" >> beam.Flatten()

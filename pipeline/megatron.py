@@ -11,10 +11,15 @@ stream (cut by the dropped tail) is left out and counted. The stream order is th
 ``PREFIX.idx`` layout (little-endian): ``b"MMIDIDX\\x00\\x00"``, ``<Q`` version 1, ``<B`` dtype
 code, ``<Q`` sequence count ``n``, ``<Q`` document count ``n + 1``, ``int32`` sizes[n],
 ``int64`` byte pointers[n] into ``PREFIX.bin``, ``int64`` document index ``0, 1, ..., n``.
+
+``PREFIX.json`` beside them records what the two files cannot: ``eod_id``, ``pad_id``, ``vocab_size``
+and the tokenizer fingerprint (from the shards' metadata and the packed directory's manifest), and the
+Megatron-LM arguments that train on them (:func:`megatron_args`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import struct
@@ -47,10 +52,52 @@ def megatron_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.int32)
 
 
+def _packed_config(shard_paths: Sequence[Path]) -> dict[str, Any]:
+    """The ``config`` of the packed directory holding the first shard (``DIR/train/part-*.arrow``), or {}."""
+    from cpm.schemas.manifest import MANIFEST_NAME, read_manifest
+
+    directory = Path(shard_paths[0]).resolve().parent.parent
+    return read_manifest(directory)["config"] if (directory / MANIFEST_NAME).is_file() else {}
+
+
+def megatron_args(prefix: str, vocab_size: int) -> list[str]:
+    """Megatron-LM (``pretrain_gpt.py``) arguments that train on the export with cpm's own ids.
+
+    ``NullTokenizer`` uses the ids as they are; its vocabulary is ``--vocab-size`` + 1 and its ``eod`` is
+    ``--vocab-size``, not cpm's ``<eod>``, so the options that look for ``eod`` (``--reset-position-ids``,
+    ``--reset-attention-mask``, ``--eod-mask-loss``) must stay off: documents are still separated by
+    cpm's ``<eod>`` in the token stream, as in ``cpm train``.
+    """
+    return ["--data-path", prefix, "--tokenizer-type", "NullTokenizer", "--vocab-size", str(vocab_size), "--split", "100,0,0"]
+
+
+def write_metadata(prefix: str, data: Any, shard_paths: Sequence[Path], counters: dict[str, Any]) -> Path:
+    """``PREFIX.json``: the special ids, vocabulary size and tokenizer of an export, and its Megatron-LM arguments."""
+    config = _packed_config(shard_paths)
+    info = {
+        "format": "megatron-mmidx-v1",
+        "bin": Path(prefix + ".bin").name,
+        "idx": Path(prefix + ".idx").name,
+        "eod_id": data.eod_id,
+        "pad_id": config.get("pad_id"),
+        "vocab_size": data.vocab_size,
+        "tokenizer_fingerprint": data.metadata.get("tokenizer_fingerprint", config.get("tokenizer_fingerprint")),
+        "dtype": counters["dtype"],
+        "documents": counters["documents"],
+        "tokens": counters["tokens"],
+        "megatron_args": megatron_args(prefix, data.vocab_size),
+    }
+    path = Path(prefix + ".json")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def export_megatron(
     shard_paths: Sequence[str | os.PathLike[str]], prefix: str | os.PathLike[str], progress: bool = True
 ) -> dict[str, Any]:
-    """Write ``PREFIX.bin`` and ``PREFIX.idx`` from sequence shards (in pack order); return counters."""
+    """Write ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json`` from sequence shards (in pack order); return counters."""
     from tqdm import tqdm
 
     from cpm.trainer.data import SequenceShards
@@ -116,5 +163,6 @@ def export_megatron(
         "bin": str(bin_path),
         "idx": str(idx_path),
     }
+    counters["json"] = str(write_metadata(prefix, data, [Path(p) for p in shard_paths], counters))
     log.info("exported %d documents, %d tokens to %s.{bin,idx}", count, tokens_written, prefix)
     return counters

@@ -470,6 +470,7 @@ def pack(
             "tokenizer_fingerprint": fingerprint,
             "vocab_size": vocab_size,
             "eod_id": eod_id,
+            "pad_id": int(tokenizer.pad_id),
             "token_type": str(token_type(vocab_size)),
         }
         manifest = new_manifest("sequences", "data pack", config)

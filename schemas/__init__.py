@@ -168,7 +168,7 @@ def validate_schema(schema: pa.Schema, where: str, kind: str | None = None) -> s
 
 
 def signature_schema(num_perm: int, extra: dict[str, str] | None = None) -> pa.Schema:
-    """Schema of a dedup signature index shard (``dedup/signatures-NNNNN-of-NNNNN.arrow`` of ``cpm corpus build``).
+    """Schema of a dedup signature index shard (``dedup/signatures-NNNNN-of-NNNNN.minhash`` of ``cpm corpus build``, an Arrow IPC file).
 
     One row per kept document: its MinHash signature and the digest of its normalised text,
     so that a later build can drop its own copies of these documents (``--against DIR``).

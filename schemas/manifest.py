@@ -74,7 +74,8 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> dict[str, An
 
 
 def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
-    """Validate and write ``directory/manifest.json`` atomically (temporary file, then rename)."""
+    """Validate and write ``directory/manifest.json`` atomically (temporary file, then rename), and the
+    dataset card of document and sequence outputs (:mod:`cpm.schemas.card`)."""
     path = Path(directory) / MANIFEST_NAME
     validate_manifest(manifest, str(path))
     tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
@@ -84,6 +85,9 @@ def write_manifest(directory: str | os.PathLike[str], manifest: dict[str, Any]) 
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    from cpm.schemas.card import write_card
+
+    write_card(directory, manifest)  # README.md: what datasets.load_dataset(directory) reads
     return path
 
 

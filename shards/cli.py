@@ -39,6 +39,23 @@ def inspect_command(
         raise ShardError(f"{path}: {len(bad)} shard(s) fail verification: " + "; ".join(f"{b['path']}: {b['problem']}" for b in bad[:5]))
 
 
+@shards_app.command("export")
+def export_command(
+    path: Path = typer.Argument(..., help="A shard file (.arrow) or a cpm output directory with a manifest.json."),
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for the exported files (same relative paths)."),
+    fmt: str = typer.Option("parquet", "--format", help="Output format: parquet (zstd; cpm metadata in the key-value metadata)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
+) -> None:
+    """Export shards for engines without an Arrow IPC reader (DuckDB, Spark, BigQuery).
+
+    Example: cpm shards export out/corpus --format parquet --output out/corpus-parquet
+    """
+    from cpm.shards.export import export_shards
+
+    out = export_shards(path, output, fmt, overwrite)
+    typer.echo(f"wrote {out}/manifest.json")
+
+
 def _flat(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
     if isinstance(value, dict):
         for key, inner in value.items():

@@ -104,10 +104,18 @@ def open_shard(path: str | os.PathLike[str], kind: str | None = None, memory_map
         raise ShardError(f"{path}: no such shard file")
     try:
         source = pa.memory_map(str(path), "r") if memory_map else pa.OSFile(str(path), "rb")
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{path}: not a readable Arrow shard (truncated or corrupted?): {_one_line(exc)}") from None
+    return open_shard_source(source, str(path), kind)
+
+
+def open_shard_source(source, path: str, kind: str | None = None) -> pa.ipc.RecordBatchFileReader:
+    """:func:`open_shard` on an open file (a memory map, or a seekable file object from any file system)."""
+    try:
         reader = pa.ipc.open_file(source)
     except (pa.ArrowException, OSError) as exc:
         raise ShardError(f"{path}: not a readable Arrow shard (truncated or corrupted?): {_one_line(exc)}") from None
-    validate_schema(reader.schema, str(path), kind)
+    validate_schema(reader.schema, path, kind)
     return reader
 
 

@@ -54,3 +54,25 @@ def read_zst_lines(path: Path, limit: int | None = None) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines if limit is None else lines[:limit]
+
+
+@pytest.fixture(scope="session")
+def news_corpus(tmp_path_factory) -> Path:
+    """``cpm corpus build --source news`` on the bundled news samples (documents, rejected, dedup index)."""
+    from cpm.cli import main
+
+    out = tmp_path_factory.mktemp("news-corpus") / "corpus"
+    assert main(["-q", "corpus", "build", "--source", "news", "--output", str(out), "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def news_packed(news_corpus, tmp_path_factory) -> tuple[Path, Path]:
+    """The news corpus packed with a small lossless tokenizer trained on it: (packed dir, tokenizer dir)."""
+    from cpm.cli import main
+
+    root = tmp_path_factory.mktemp("news-packed")
+    assert main(["-q", "tokenizer", "train", "--input", str(news_corpus), "--output", str(root / "tok"), "--vocab-size", "800"]) == 0
+    assert main(["-q", "data", "pack", "--input", str(news_corpus), "--tokenizer", str(root / "tok"), "--output",
+                 str(root / "packed"), "--seq-len", "32", "--valid-fraction", "0.1"]) == 0
+    return root / "packed", root / "tok"

@@ -78,7 +78,7 @@ def test_export_hf_logits_equal(setup, which, tmp_path):
 
     copied = Tokenizer.load(out / "cpm_tokenizer" / setup["vocab"].name)
     assert copied.fingerprint == tok.fingerprint
-    assert "cpm.tokenizer" in (out / "README.md").read_text("utf-8")
+    assert "trust_remote_code=True" in (out / "README.md").read_text("utf-8")
 
 
 def test_hf_state_dict_round_trip(setup):
@@ -118,7 +118,8 @@ def test_export_refuses_a_non_empty_output(setup, tmp_path, capsys):
     assert err.count("\n") == 1 and "exists and is not empty (use --overwrite" in err
     assert sorted(p.name for p in out.iterdir()) == ["old-weights.bin"]
     assert main([*command, "--overwrite"]) == 0  # replaced as a whole, not mixed in
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "cpm_tokenizer", "generation_config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "cpm_sentencepiece.model", "cpm_tokenizer", "generation_config.json",
+                                                   "model.safetensors", "tokenization_cpm_jieba.py", "tokenizer_config.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporary directory left
     assert main(["-q", "export", "hf", "-c", str(setup["run"]), "-o", str(setup["root"]), "--overwrite"]) == 1
     assert "holds the input" in capsys.readouterr().err

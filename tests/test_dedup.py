@@ -111,7 +111,7 @@ def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig = DedupCon
         "kept": {row["id"]: row for row in load("kept")},
         "rejected": {row["id"]: row for row in load("rejected")},
         "stats": load("stats"),
-        "index": sorted((output_dir / "dedup").glob("signatures-*.arrow")),
+        "index": sorted((output_dir / "dedup").glob("signatures-*.minhash")),
     }
 
 

@@ -113,3 +113,25 @@ def test_round_trip_of_a_real_pack_via_the_cli(tmp_path, zh_dir, cpm1_model, cap
     assert code == 8 and len(sequences) in (len(expected), len(expected) - 1)
     assert sequences == expected[: len(sequences)]
     assert len(sequences) > 100  # webpage documents were repeated twice
+
+
+def test_metadata_json_beside_the_bin_and_idx(news_packed, tmp_path, capsys):
+    """``PREFIX.json`` keeps what Megatron's NullTokenizer would guess wrong: cpm's <eod>, <pad> and vocabulary size."""
+    import json
+
+    from cpm.cli import main
+    from cpm.tokenizer import Tokenizer
+
+    packed, tok_dir = news_packed
+    tok = Tokenizer.load(tok_dir)
+    prefix = tmp_path / "meg" / "cpm_text_document"
+    assert main(["data", "export-megatron", "--input", str(packed), "--output", str(prefix)]) == 0
+    counters = json.loads(capsys.readouterr().out)
+    info = json.loads(Path(counters["json"]).read_text("utf-8"))
+    assert Path(counters["json"]) == prefix.with_suffix(".json")
+    assert (info["eod_id"], info["pad_id"], info["vocab_size"], info["tokenizer_fingerprint"]) == (
+        tok.eod_id, tok.pad_id, tok.vocab_size, tok.fingerprint)
+    assert info["eod_id"] != info["vocab_size"] - 1  # what NullTokenizer would assume
+    _, sequences = read_megatron(prefix)
+    assert (info["documents"], info["tokens"]) == (len(sequences), sum(map(len, sequences)))
+    assert info["megatron_args"][:6] == ["--data-path", str(prefix), "--tokenizer-type", "NullTokenizer", "--vocab-size", str(tok.vocab_size)]

@@ -268,7 +268,7 @@ def test_sequence_stats_and_cli(tmp_path, corpus, tokenizer, capsys):
     assert json.loads((tmp_path / "out/manifest.json").read_text()) == manifest and (tmp_path / "out/train").is_dir()
     assert main([*again, "--overwrite"]) == 0
     assert json.loads((tmp_path / "out/manifest.json").read_text())["config"]["seq_len"] == 64
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.json", "train", "valid"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "manifest.json", "train", "valid"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary directory left
     assert main(["data", "pack", "--input", str(corpus), "--tokenizer", tokenizer.path, "--output", str(corpus), "--overwrite"]) == 1
     assert "is the --input" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def test_trained_directory(lossless, cpm_trained, train_dir):
 
     for tok in (lossless, cpm_trained):
         directory = Path(tok.path)
-        config = json.loads((directory / "tokenizer.json").read_text("utf-8"))
+        config = json.loads((directory / "cpm_tokenizer.json").read_text("utf-8"))
         assert config["mode"] == tok.mode and config["vocab_size"] == VOCAB == tok.vocab_size
         assert config["special_ids"]["eod"] == tok.eod_id and config["special_ids"]["pad"] == tok.pad_id
         assert config["corpus"]["manifests"][0]["sha256"] == sha256_file(train_dir / "manifest.json")
@@ -219,13 +219,13 @@ def test_trained_directory(lossless, cpm_trained, train_dir):
 
 def test_training_is_deterministic(train_dir, tmp_path):
     outs = [train_tokenizer([train_dir / "shards" / "part-00000.arrow"], tmp_path / f"t{i}", vocab_size=4000, threads=1, progress=False) for i in range(2)]
-    for name in ("tokenizer.model", "tokenizer.json", "vocab.tsv", "manifest.json"):
+    for name in ("tokenizer.model", "cpm_tokenizer.json", "vocab.tsv", "manifest.json"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
 def test_sample_sentences(train_dir, tmp_path):
     out = train_tokenizer([train_dir], tmp_path / "s", vocab_size=3000, sample_sentences=2000, seed=1, character_coverage=0.99, progress=False)
-    config = json.loads((out / "tokenizer.json").read_text("utf-8"))
+    config = json.loads((out / "cpm_tokenizer.json").read_text("utf-8"))
     assert config["corpus"]["documents"] == 2000 and config["corpus"]["documents_total"] == 4500
 
 
@@ -234,13 +234,13 @@ def test_vocab_size_too_large_names_the_maximum(train_dir, tmp_path):
         train_tokenizer([train_dir], tmp_path / "big", vocab_size=500000, progress=False)
     with pytest.raises(CpmError, match=r"--vocab-size 1000 is too small.*>= \d+"):
         train_tokenizer([train_dir], tmp_path / "small", vocab_size=1000, character_coverage=0.9995, progress=False)
-    assert not (tmp_path / "big" / "tokenizer.json").exists()
+    assert not (tmp_path / "big" / "cpm_tokenizer.json").exists()
 
 
 @pytest.mark.parametrize("mode", ["lossless", "cpm"])
 def test_small_vocab_keeps_the_frequent_characters(train_dir, tmp_path, caplog, mode, heldout):
     out = train_tokenizer([train_dir], tmp_path / "small", vocab_size=2000, mode=mode, progress=False)
-    config = json.loads((out / "tokenizer.json").read_text("utf-8"))
+    config = json.loads((out / "cpm_tokenizer.json").read_text("utf-8"))
     assert config["vocab_size"] == 2000 and config["trainer"]["max_characters"] < 2000
     assert "cannot hold" in caplog.text
     if mode == "lossless":
@@ -275,16 +275,28 @@ def test_bad_tokenizer_paths(tmp_path, lossless):
 
     newer = tmp_path / "newer"
     shutil.copytree(lossless.path, newer)
-    config = json.loads((newer / "tokenizer.json").read_text("utf-8"))
-    (newer / "tokenizer.json").write_text(json.dumps({**config, "format_version": 99, "tool_version": "9.0.0"}))
+    config = json.loads((newer / "cpm_tokenizer.json").read_text("utf-8"))
+    (newer / "cpm_tokenizer.json").write_text(json.dumps({**config, "format_version": 99, "tool_version": "9.0.0"}))
     with pytest.raises(CpmError, match="written by cpm 9.0.0, newer than this cpm"):
         Tokenizer.load(newer)
-    (newer / "tokenizer.json").write_text(json.dumps(config))
+    (newer / "cpm_tokenizer.json").write_text(json.dumps(config))
     (newer / "tokenizer.model").write_bytes((newer / "tokenizer.model").read_bytes()[:-10])
     with pytest.raises(CpmError, match="checksum does not match"):
         Tokenizer.load(newer)
     # the model file inside a tokenizer directory loads as that directory (lossless, not cpm)
     assert Tokenizer.load(Path(lossless.path) / "tokenizer.model").mode == "lossless"
+
+
+def test_directory_with_the_old_config_name_loads(lossless, tmp_path):
+    """Outputs written before the config was renamed (``tokenizer.json``, Hugging Face's name) still load."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(lossless.path, old)
+    (old / "cpm_tokenizer.json").rename(old / "tokenizer.json")
+    tok = Tokenizer.load(old)
+    assert (tok.mode, tok.fingerprint) == ("lossless", lossless.fingerprint)
+    assert Tokenizer.load(old / "tokenizer.model").mode == "lossless"
 
 
 def test_lossless_model_copied_out_of_its_directory_stays_lossless(lossless, cpm_trained, cpm1, tmp_path):
@@ -342,7 +354,7 @@ def test_cli_train_encode_decode_info(train_dir, tmp_path, capsys, cpm1_model):
     # ... unless --overwrite: then replaced as a whole, not mixed
     assert main(["tokenizer", "train", "--input", str(train_dir), "--output", str(tok_dir), "--vocab-size", "3000", "--no-progress", "--overwrite"]) == 0
     assert "lossless tokenizer, 3000 pieces" in capsys.readouterr().out
-    assert sorted(p.name for p in tok_dir.iterdir()) == ["manifest.json", "tokenizer.json", "tokenizer.model", "vocab.tsv"]
+    assert sorted(p.name for p in tok_dir.iterdir()) == ["cpm_tokenizer.json", "manifest.json", "tokenizer.model", "vocab.tsv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]  # no temporary directory left
 
     texts = ["今天天气不错，\t我们去公园散步吧。", "  Ｈｅｌｌｏ <eod> ▂▃ 😀", ""]

@@ -40,6 +40,25 @@ def train_tiny_vocab(path: Path) -> Path:
     return path
 
 
+def task_texts(per_task: int) -> list[str]:
+    """Real Chinese text shipped with cpm: the strings of the first ``per_task`` examples of each eval task sample."""
+    lines = []
+    for task in sorted(TASKS.glob("*.jsonl")):
+        for line in task.read_text("utf-8").splitlines()[:per_task]:
+            lines += [v for v in json.loads(line).values() if isinstance(v, str) and len(v) > 1]
+    return lines
+
+
+def train_tiny_lossless(root: Path, extra: list[str] = (), vocab_size: int = 650) -> Path:
+    """A lossless tokenizer directory (``cpm tokenizer train``) trained on :func:`task_texts` (+ ``extra``)."""
+    from cpm.tokenizer.evaluate import write_document_shard
+    from cpm.tokenizer.train import train_tokenizer
+
+    texts = [t for t in task_texts(6) + list(extra) if t.strip()] * 3
+    write_document_shard(root / "corpus" / "shards" / "part-00000.arrow", texts)
+    return train_tokenizer([root / "corpus"], root / "tok", vocab_size=vocab_size, mode="lossless", progress=False)
+
+
 def tiny_config(vocab_size: int, **overrides):
     from cpm.trainer.model import GPTConfig
 

@@ -20,7 +20,8 @@ from cpm import __version__
 from cpm.errors import CpmError
 
 MODES = ("lossless", "cpm")
-CONFIG_NAME = "tokenizer.json"
+CONFIG_NAME = "cpm_tokenizer.json"
+LEGACY_CONFIG_NAME = "tokenizer.json"  # the name older outputs used (Hugging Face's name too); still read
 MODEL_NAME = "tokenizer.model"
 VOCAB_NAME = "vocab.tsv"
 FORMAT = "cpm-tokenizer"
@@ -72,9 +73,17 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def config_path(directory: Path) -> Path | None:
+    """A tokenizer directory's config file: ``cpm_tokenizer.json``, or ``tokenizer.json`` in older outputs."""
+    for name in (CONFIG_NAME, LEGACY_CONFIG_NAME):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
 def _read_config(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    if not path.is_file():
+    path = config_path(directory)
+    if path is None:
         raise CpmError(f"{directory}: not a tokenizer directory (no {CONFIG_NAME}; train one with 'cpm tokenizer train')")
     try:
         config = json.loads(path.read_text("utf-8"))
@@ -182,12 +191,12 @@ class Tokenizer:
             model = cls._read_model(model_path)
             expected = config.get("model_sha256")
             if expected and _sha256_bytes(model) != expected:
-                raise CpmError(f"{model_path}: checksum does not match {path / CONFIG_NAME} (corrupted or replaced?)")
+                raise CpmError(f"{model_path}: checksum does not match {config_path(path)} (corrupted or replaced?)")
             tok = cls(model, config["mode"], str(path), config)
             if config.get("vocab_size") not in (None, tok.vocab_size):
-                raise CpmError(f"{path / CONFIG_NAME}: vocab_size {config['vocab_size']} but the model has {tok.vocab_size}")
+                raise CpmError(f"{config_path(path)}: vocab_size {config['vocab_size']} but the model has {tok.vocab_size}")
             return tok
-        if path.is_file() and (path.parent / CONFIG_NAME).is_file():
+        if path.is_file() and config_path(path.parent) is not None:
             config = _read_config(path.parent)
             if config.get("model_file", MODEL_NAME) == path.name:
                 return cls.load(path.parent)

@@ -316,7 +316,7 @@ def train_tokenizer(
     characters that needs (small corpora, small vocabularies), training keeps only the most
     frequent characters (with a warning; ``max_characters`` in the config). An explicit
     coverage is kept as given, or fails. A non-empty ``output`` is refused unless ``overwrite``
-    (then replaced atomically). Returns the output directory, holding ``tokenizer.model``, ``tokenizer.json`` (mode,
+    (then replaced atomically). Returns the output directory, holding ``tokenizer.model``, ``cpm_tokenizer.json`` (mode,
     special ids, vocab size, tool version, corpus checksums), ``vocab.tsv`` and ``manifest.json``.
     """
     import sentencepiece as spm  # noqa: F401  (fail early when missing)

@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 HF_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 TOKENIZER_SUBDIR = "cpm_tokenizer"
+# the Hugging Face tokenizer shipped in the export: cpm/tokenizer/hf.py copied under this module name
+HF_TOKENIZER_MODULE = "tokenization_cpm_jieba"
+HF_TOKENIZER_CLASS = "CpmJiebaTokenizer"
+HF_TOKENIZER_MODEL = "cpm_sentencepiece.model"
 
 # CPM-1 model sizes (paper, Table 1): hidden size -> attention heads (not recoverable from the tensors).
 CPM1_HEADS = {768: 12, 1024: 16, 2560: 32}
@@ -173,37 +177,70 @@ def from_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def _readme(tokenizer_rel: str, eod_id: int, config: Any) -> str:
+def write_hf_tokenizer(out: Path, tok: Any, model_max_length: int) -> None:
+    """Write the files ``AutoTokenizer.from_pretrained(out, trust_remote_code=True)`` loads (:mod:`cpm.tokenizer.hf`).
+
+    The tokenizer class travels as ``tokenization_cpm_jieba.py`` (it needs sentencepiece and jieba,
+    not cpm). ``tokenizer_config.json`` names it in ``auto_map`` and under a class name transformers
+    does not have, so loading without ``trust_remote_code`` fails instead of returning a GPT-2 tokenizer.
+    """
+    from importlib.resources import files
+
+    code = files("cpm.tokenizer").joinpath("hf.py").read_text("utf-8")
+    (out / f"{HF_TOKENIZER_MODULE}.py").write_text(code, "utf-8")
+    (out / HF_TOKENIZER_MODEL).write_bytes(tok._model_proto)
+    config = {
+        "tokenizer_class": HF_TOKENIZER_CLASS,
+        "auto_map": {"AutoTokenizer": [f"{HF_TOKENIZER_MODULE}.{HF_TOKENIZER_CLASS}", None]},
+        "mode": tok.mode,
+        "bos_token": "<eod>",
+        "eos_token": "<eod>",
+        "unk_token": tok.id_to_piece(tok.unk_id),
+        "pad_token": "<pad>",
+        "sep_token": "<sep>",
+        "mask_token": "<mask>",
+        "model_max_length": model_max_length,
+        "clean_up_tokenization_spaces": False,
+        "cpm_tokenizer_fingerprint": tok.fingerprint,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", "utf-8")
+
+
+def _readme(tokenizer_rel: str, eod_id: int, config: Any, mode: str) -> str:
     return f"""# cpm model exported for Hugging Face transformers
 
 A `GPT2LMHeadModel` ({config.n_layer} layers, {config.d_model} hidden, {config.n_head} heads,
 {config.vocab_size:,} tokens, {config.n_positions} positions), exported by `cpm export hf`.
 `bos`/`eos` are cpm's `<eod>` (id {eod_id}), `pad` is `<pad>`.
 
-Tokenize with `cpm.tokenizer` (jieba + SentencePiece with cpm's space/newline markers; the
-HF GPT-2 tokenizer does not apply): the tokenizer is in `{tokenizer_rel}/`. Start every
-input with `<eod>`, as the training data does.
+The tokenizer (jieba words, then SentencePiece with cpm's space/newline markers; {mode} mode)
+is `{HF_TOKENIZER_MODULE}.py` in this folder: load it with `trust_remote_code=True` (it needs
+`sentencepiece` and `jieba` 0.42.1, not cpm). Without it, loading fails. It encodes and decodes
+exactly as `cpm.tokenizer`, and puts `<eod>` before every text, as the training data does.
 
 ```python
-import torch
-from transformers import GPT2LMHeadModel
-from cpm.tokenizer import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-model = GPT2LMHeadModel.from_pretrained("THIS_DIR", local_files_only=True).eval()
-tok = Tokenizer.load("THIS_DIR/{tokenizer_rel}")
-ids = torch.tensor([[tok.eod_id] + tok.encode("今天天气不错，")])
-out = model.generate(ids, max_new_tokens=32, do_sample=True, top_p=0.9,
-                     eos_token_id=tok.eod_id, pad_token_id=tok.pad_id)
-print(tok.decode(out[0, ids.shape[1]:].tolist()))
+tok = AutoTokenizer.from_pretrained("THIS_DIR", trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained("THIS_DIR").eval()
+ids = tok("今天天气不错，", return_tensors="pt").input_ids        # <eod> + the prompt
+out = model.generate(ids, max_new_tokens=32, do_sample=True, top_p=0.9)
+print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+
+generator = pipeline("text-generation", model="THIS_DIR", trust_remote_code=True)
+print(generator("今天天气不错，", max_new_tokens=32)[0]["generated_text"])
 ```
+
+cpm's own copy of the tokenizer is in `{tokenizer_rel}` (`cpm.tokenizer.Tokenizer.load`).
 """
 
 
 def export_hf(
     checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], tokenizer: str | None = None, overwrite: bool = False
 ) -> Path:
-    """Write ``output/`` (``config.json``, ``generation_config.json``, ``model.safetensors``,
-    the cpm tokenizer in ``cpm_tokenizer/`` and a ``README.md``) from a cpm checkpoint or run dir.
+    """Write ``output/`` (``config.json``, ``generation_config.json``, ``model.safetensors``, the Hugging Face
+    tokenizer (:func:`write_hf_tokenizer`), the cpm tokenizer in ``cpm_tokenizer/`` and a ``README.md``)
+    from a cpm checkpoint or run dir.
 
     A non-empty ``output`` is refused unless ``overwrite`` (then replaced atomically)."""
     from safetensors.torch import save_file
@@ -234,7 +271,8 @@ def export_hf(
             tok_dir.mkdir()
             shutil.copy2(source, tok_dir / source.name)
             tokenizer_rel = f"{TOKENIZER_SUBDIR}/{source.name}"
-        (out / "README.md").write_text(_readme(tokenizer_rel, tok.eod_id, config), "utf-8")
+        write_hf_tokenizer(out, tok, config.n_positions)
+        (out / "README.md").write_text(_readme(tokenizer_rel, tok.eod_id, config, tok.mode), "utf-8")
     out = Path(output)
     log.info("exported %s (step %s) to %s", ckpt, meta.get("step"), out)
     return out

@@ -270,14 +270,14 @@ def register(app: typer.Typer) -> None:
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", show_default=TOKENIZER_DEFAULT, help=TOKENIZER_HELP),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --output directory (atomically)."),
     ) -> None:
-        """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, cpm tokenizer, README).
+        """Write a transformers GPT2LMHeadModel directory (safetensors, tied embeddings, a tokenizer for AutoTokenizer, README).
 
         Example: cpm export hf --checkpoint runs/tiny --output hf/tiny
         """
         from cpm.trainer.convert import export_hf
 
         out = export_hf(checkpoint, output, tokenizer, overwrite=overwrite)
-        typer.echo(f"wrote {out} (load with GPT2LMHeadModel.from_pretrained; tokenize with cpm.tokenizer, see {out / 'README.md'})")
+        typer.echo(f"wrote {out} (load with AutoModelForCausalLM and AutoTokenizer(..., trust_remote_code=True); see {out / 'README.md'})")
 
     @import_app.command("cpm1")
     def import_cpm1_command(
