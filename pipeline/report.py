@@ -126,7 +126,7 @@ def _texts_without_scores(directory: Path, data: dict[str, SourceData], wanted: 
 
 
 def _score_language(data: dict[str, SourceData], sample_chars: int = 500) -> None:
-    from cpm.pipeline.readers import detect_language
+    from cpm.pipeline.language import detect_language
 
     for source_data in data.values():
         for side in (source_data.kept, source_data.rejected):

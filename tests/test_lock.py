@@ -15,8 +15,9 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements.lock"
-# torch is installed from the Makefile's TORCH pin (a CPU build where one lies on disk).
-UNLOCKED = {"torch"}
+# torch is installed from the Makefile's TORCH pin (a CPU build where one lies on disk);
+# cpm itself appears where one extra names another (`cpm[report]`).
+UNLOCKED = {"torch", "cpm"}
 
 
 def _pyproject() -> dict:
