@@ -117,6 +117,9 @@ class GradBuckets:
     def zero_grad(self) -> None:
         """Zero every buffer (the gradients stay views into them) before a step's first micro-batch."""
         for bucket in self.buckets:
+            if bucket.work is not None:  # a step abandoned after its last backward pass
+                bucket.work.wait()
+                bucket.work = None
             bucket.grad.zero_()
             for p, offset in zip(bucket.params, bucket.offsets):
                 if p.grad is None or p.grad.data_ptr() != bucket.grad.data_ptr() + offset * bucket.grad.element_size():
