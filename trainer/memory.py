@@ -17,7 +17,8 @@ bytes of an activation: 2 under bf16/fp16 autocast, 4 in fp32):
   ``--activation-checkpointing`` each layer keeps only its fp32 input (``4h``) and one layer
   is recomputed at a time. The output layer adds ``(8 + a) V / t`` per token (logits, their
   fp32 softmax and its gradient). Under autocast the 16-bit copies of the weights
-  (``2 N_t``) live for the forward and backward pass of a micro-batch.
+  (``2 N_t``) are saved for the backward pass (with checkpointing: those of the output
+  layer and of the layer being recomputed).
 
 The peak is the sum: the backward pass of a step after the first holds every term at once.
 """
@@ -95,7 +96,11 @@ def plan_memory(config: GPTConfig, *, tp: int = 1, dp: int = 1, micro_batch: int
     """The per-rank memory of training ``config`` on ``tp x dp`` ranks."""
     seq_len = seq_len or config.n_positions
     n = local_parameters(config, tp)
-    weights_16 = 2 * n if precision in ("bf16", "fp16") else 0
+    weights_16 = 0.0
+    if precision in ("bf16", "fp16"):  # 16-bit weight copies saved for the backward pass
+        per_layer = (n - local_parameters(GPTConfig(**{**config.to_dict(), "n_layer": 0}), tp)) / config.n_layer
+        layers = 1 if activation_checkpointing else config.n_layer
+        weights_16 = 2.0 * (padded_vocab_size(config.vocab_size, tp) * config.d_model / tp + layers * per_layer)
     return MemoryPlan(
         tp=tp, dp=dp, micro_batch=micro_batch, seq_len=seq_len, precision=precision,
         activation_checkpointing=activation_checkpointing, zero=zero,
