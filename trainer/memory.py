@@ -20,7 +20,11 @@ bytes of an activation: 2 under bf16/fp16 autocast, 4 in fp32):
   (``2 N_t``) are saved for the backward pass (with checkpointing: those of the output
   layer and of the layer being recomputed).
 
-The peak is the sum: the backward pass of a step after the first holds every term at once.
+The peak comes at the start of the backward pass of a step after the first. With data
+parallelism every term is held at once (the gradients are flat buckets that live through the
+run); with one replica the gradients are freed after each step and grow while the activations
+are released, so the peak is the parameters, the moments and the larger of (activations + the
+embedding's gradient, which is pending from the start) and the gradients.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class MemoryPlan:
     gradients: float
     optimizer: float
     activations: float
+    embedding_gradient: float = 0.0  # the tied embedding's gradient, pending from the start of the backward pass
 
     @property
     def world(self) -> int:
@@ -58,7 +63,11 @@ class MemoryPlan:
 
     @property
     def peak(self) -> float:
-        return self.parameters + self.gradients + self.optimizer + self.activations
+        """With data parallelism the gradients live in flat buckets all the time; on one replica
+        they are freed after each step and appear while the activations are released."""
+        if self.dp > 1:
+            return self.parameters + self.gradients + self.optimizer + self.activations
+        return self.parameters + self.optimizer + max(self.activations + self.embedding_gradient, self.gradients)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"world": self.world, "peak": self.peak}
@@ -107,6 +116,7 @@ def plan_memory(config: GPTConfig, *, tp: int = 1, dp: int = 1, micro_batch: int
         parameters=4.0 * n, gradients=4.0 * n, optimizer=8.0 * n / (dp if zero else 1),
         activations=activation_bytes(config, tp, micro_batch, seq_len, precision, activation_checkpointing, flash)
         + weights_16,
+        embedding_gradient=4.0 * padded_vocab_size(config.vocab_size, tp) * config.d_model / tp,
     )
 
 
