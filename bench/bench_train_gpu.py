@@ -80,7 +80,7 @@ def bench_size(size: str, micro_batch: int, steps: int, warmup: int, compile: bo
     return result
 
 
-def bench_hf(size: str, micro_batch: int, steps: int, warmup: int, seq_len: int = 1024) -> dict:
+def bench_hf(size: str, micro_batch: int, steps: int, warmup: int, seq_len: int = 1024, device_name: str = "cuda") -> dict:
     """Hugging Face GPT2LMHeadModel, same config and batch, bf16 autocast, SDPA, fused AdamW, clipping 1.0."""
     import gc
 
@@ -90,23 +90,26 @@ def bench_hf(size: str, micro_batch: int, steps: int, warmup: int, seq_len: int 
     from cpm.trainer.model import model_config
 
     gc.collect()
-    torch.cuda.empty_cache()
+    device = torch.device(device_name)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
     cfg = model_config(size, vocab_size=30000)
     hf_config = GPT2Config(vocab_size=30000, n_positions=1024, n_embd=cfg.d_model, n_layer=cfg.n_layer, n_head=cfg.n_head,
                            activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
                            use_cache=False, bos_token_id=None, eos_token_id=None)
     hf_config._attn_implementation = "sdpa"
-    model = GPT2LMHeadModel(hf_config).cuda()
+    model = GPT2LMHeadModel(hf_config).to(device)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=1e-4, fused=True)
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, 30000, (micro_batch, seq_len + 1), generator=gen).cuda() for _ in range(4)]
+    batches = [torch.randint(0, 30000, (micro_batch, seq_len + 1), generator=gen).to(device) for _ in range(4)]
 
     def step(batch: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             logits = model(input_ids=batch[:, :-1]).logits
         loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         loss.backward()
@@ -114,20 +117,24 @@ def bench_hf(size: str, micro_batch: int, steps: int, warmup: int, seq_len: int 
         optimizer.step()
         return loss.item()
 
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for i in range(warmup):
         step(batches[i % 4])
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for i in range(steps):
         loss = step(batches[i % 4])
-    torch.cuda.synchronize()
+    sync()
     elapsed = time.perf_counter() - t0
     result = {"size": size, "model": "hf", "compile": False, "checkpointing": False, "plan_gib": None,
               "micro_batch": micro_batch, "tokens_per_s": steps * micro_batch * seq_len / elapsed, "mfu": None,
-              "step_ms": 1000 * elapsed / steps, "loss": loss, "mem_gib": torch.cuda.max_memory_allocated() / 2**30}
+              "step_ms": 1000 * elapsed / steps, "loss": loss,
+              "mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0}
     del model, optimizer
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
     return result
 
 
