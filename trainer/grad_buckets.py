@@ -5,8 +5,9 @@ which the backward pass produces their gradients), in buckets of about ``bucket_
 Each bucket owns one flat gradient buffer and every ``param.grad`` is a view into it, so
 gradient accumulation adds into the buffer in place and no copy is needed before
 communicating. On the last micro-batch of a step, a post-accumulate-grad hook counts the
-parameters of each bucket as their gradients arrive; when a bucket is complete its
-collective is launched asynchronously while the backward pass goes on:
+parameters of each bucket as their gradients arrive; complete buckets are launched, in
+bucket order (so that every rank issues the same collectives in the same order),
+asynchronously while the backward pass goes on:
 
 - plain data parallelism: an all-reduce (sum) of the bucket;
 - ZeRO stage 1 (``shard=True``): a reduce-scatter, after which DP rank ``r`` holds the
@@ -86,6 +87,7 @@ class GradBuckets:
             grad = torch.zeros(padded, dtype=group[0].dtype, device=group[0].device)
             self.buckets.append(Bucket(group, offsets, grad, [names[id(p)] for p in group]))
         self.sync = True
+        self._next = 0  # the next bucket to launch
         self._hooks = []
         for bucket in self.buckets:
             for p, offset in zip(bucket.params, bucket.offsets):
@@ -99,8 +101,11 @@ class GradBuckets:
             if not self.sync:
                 return
             bucket.ready += 1
-            if bucket.ready == len(bucket.params):
-                self._launch(bucket)
+            # launch complete buckets in bucket order, as DDP does, so every rank issues the
+            # collectives in the same order whatever order its hooks fire in
+            while self._next < len(self.buckets) and self.buckets[self._next].ready == len(self.buckets[self._next].params):
+                self._launch(self.buckets[self._next])
+                self._next += 1
         return ready
 
     def _launch(self, bucket: Bucket) -> None:
@@ -128,6 +133,7 @@ class GradBuckets:
     def set_sync(self, sync: bool) -> None:
         """Communicate in this backward pass (the last micro-batch of a step) or only accumulate."""
         self.sync = sync
+        self._next = 0
         for bucket in self.buckets:
             bucket.ready, bucket.work = 0, None
 
@@ -140,6 +146,7 @@ class GradBuckets:
             bucket.work.wait()
             bucket.work, bucket.ready = None, 0
             (self.shard_of(bucket.grad) if self.shard else bucket.grad).div_(self.dp)
+        self._next = 0
 
     def remove_hooks(self) -> None:
         for handle in self._hooks:

@@ -267,7 +267,8 @@ def train_step(
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
-    total = _forward_backward(model, forward or model, micro_batches, precision, scaler, optimizer, buckets)
+    forward = model if forward is None else forward
+    total = _forward_backward(model, forward, micro_batches, precision, scaler, optimizer, buckets)
     params = [p for p in model.parameters() if p.requires_grad]
     if buckets is not None:
         buckets.finish()
