@@ -217,11 +217,10 @@ def check_memory(config: GPTConfig, cfg: Any, seq_len: int, device: Any, ctx: An
     fits_tp = next((t for t in (2, 4, 8, 16, 32) if need(t, True).peak * local_ranks <= 0.9 * have), None)
     unit = "GPUs (torchrun --nproc-per-node N ... --tp N)" if device.type == "cuda" else "machines (torchrun --nnodes N ... --tp N)"
     advice = f"use --tp {fits_tp} on {fits_tp} {unit}" if fits_tp else f"use --tp 8 or more on as many {unit}"
-    states = plan.parameters + plan.gradients + plan.optimizer
     raise CpmError(
         f"--size {cfg.size} needs about {plan.peak / GIB:.1f} GiB per {where} at tp={ctx.tp_world} "
-        f"(weights+grads+Adam {states / GIB:.1f} GiB, activations {plan.activations / GIB:.1f} GiB "
-        f"at --micro-batch {cfg.micro_batch}, seq {seq_len}) but only {have * local_ranks / GIB:.1f} GiB is free; "
-        f"{advice}, or lower --micro-batch / add --activation-checkpointing / --zero 1 with more data-parallel ranks "
-        f"(see cpm train --plan)"
+        f"(weights {plan.parameters / GIB:.1f}, gradients {plan.gradients / GIB:.1f}, Adam moments "
+        f"{plan.optimizer / GIB:.1f}, activations {plan.activations / GIB:.1f} GiB at --micro-batch {cfg.micro_batch}, "
+        f"seq {seq_len}) but only {have * local_ranks / GIB:.1f} GiB is free; {advice}, or lower --micro-batch / "
+        f"add --activation-checkpointing / --zero 1 with more data-parallel ranks (see cpm train --plan)"
     )
