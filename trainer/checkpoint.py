@@ -16,6 +16,10 @@ Layout of a run directory (``cpm train --output RUNDIR``)::
           model-tp01-of-02.pt
           optim-tp00-of-02.pt          {"param_groups": [...], "state": {param name: {"step", "exp_avg", "exp_avg_sq"}}}
           optim-tp01-of-02.pt
+          optim-tp00-of-02-dp00-of-04.pt   under --zero 1 (instead of optim-tpXX-of-YY.pt): DP rank 0's
+                                       fragments {"state": {param name: {"step", "exp_avg", "exp_avg_sq"}
+                                       (flat)}, "fragments": {param name: {"start", "end", "shape"}},
+                                       "param_groups"}; config.json says "zero_dp": 4
           trainer_state.pt             {"step", "tokens_seen", "scaler", "rng": {global rank: states},
                                         "loader": {dp rank: loader state}, "tp", "dp"}
           checksums.json               {"files": {name: {"bytes", "sha256"}}} of every other file
@@ -32,6 +36,9 @@ aside), with the ``c_attn``/``c_proj``/``c_fc`` weights transposed (HF uses Conv
 Every file a checkpoint holds is listed with its size and sha256 in ``checksums.json``
 (:mod:`cpm.trainer.checksums`); loading a file checks it first, so a corrupted checkpoint is
 a one-line error naming the file, never weights that load silently.
+Under ZeRO (:mod:`cpm.trainer.zero`) every DP rank writes the AdamW moments of the elements
+it owns; reading merges the ``zero_dp`` files of a TP rank back into whole tensors, so such a
+checkpoint resumes at any data-parallel size, with or without ``--zero``, and at any ``--tp``.
 
 A checkpoint is written to ``checkpoints/.step-000100.tmp`` and renamed when complete,
 then ``latest`` is replaced atomically; only the last ``keep`` checkpoints are kept.
@@ -55,6 +62,7 @@ from cpm.errors import CpmError
 from cpm.trainer.checksums import verified_file, write_checksums
 from cpm.trainer.model import GPT, GPTConfig
 from cpm.trainer.parallel import ParallelContext, shard_tensor, unshard_tensors
+from cpm.trainer.zero import is_sharded, merge_fragment_states, sharded_world
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,11 @@ def step_name(step: int) -> str:
 
 def shard_file(kind: str, tp_rank: int, tp: int) -> str:
     return f"{kind}-tp{tp_rank:02d}-of-{tp:02d}.pt"
+
+
+def zero_shard_file(tp_rank: int, tp: int, dp_rank: int, dp: int) -> str:
+    """The optimizer shard of one (TP rank, DP rank) under ZeRO."""
+    return f"optim-tp{tp_rank:02d}-of-{tp:02d}-dp{dp_rank:02d}-of-{dp:02d}.pt"
 
 
 def model_layout(model: GPT) -> dict[str, list]:
@@ -122,7 +135,10 @@ def save_checkpoint(
     if ctx.dp_rank == 0:  # one replica writes the model and optimizer shards
         weights = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
         torch.save(weights, tmp / shard_file("model", ctx.tp_rank, tp))
-        torch.save(optimizer_state_by_name(model, optimizer), tmp / shard_file("optim", ctx.tp_rank, tp))
+        if not is_sharded(optimizer):
+            torch.save(optimizer_state_by_name(model, optimizer), tmp / shard_file("optim", ctx.tp_rank, tp))
+    if is_sharded(optimizer):  # ZeRO: every replica writes the moments it owns
+        torch.save(optimizer.state_by_name(), tmp / zero_shard_file(ctx.tp_rank, tp, ctx.dp_rank, ctx.dp_world))
     rng = gather_objects(trainer_state.pop("rng"), ctx)
     loader = gather_objects(trainer_state.pop("loader"), ctx)
     if ctx.is_main:
@@ -131,7 +147,7 @@ def save_checkpoint(
                              tp=tp, dp=ctx.dp_world)
         torch.save(trainer_state, tmp / "trainer_state.pt")
         meta = {"model": model.config.to_dict(), "tp": tp, "padded_vocab": model.padded_vocab,
-                "layout": model_layout(model), "step": step, "run": run_config}
+                "layout": model_layout(model), "zero_dp": sharded_world(optimizer), "step": step, "run": run_config}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
     _barrier(ctx)
     if ctx.is_main:
@@ -307,11 +323,11 @@ def load_training_state(
     layout = model_layout(model)
     if saved_tp == ctx.tp_world:
         weights = _load(ckpt / shard_file("model", ctx.tp_rank, saved_tp))
-        optim = _load(ckpt / shard_file("optim", ctx.tp_rank, saved_tp))
+        optim = _load_optimizer(ckpt, ctx.tp_rank, meta)
     else:
         log.info("resharding %s from tp=%d to tp=%d", ckpt, saved_tp, ctx.tp_world)
         model_shards = [_load(ckpt / shard_file("model", r, saved_tp)) for r in range(saved_tp)]
-        optim_shards = [_load(ckpt / shard_file("optim", r, saved_tp)) for r in range(saved_tp)]
+        optim_shards = [_load_optimizer(ckpt, r, meta) for r in range(saved_tp)]
         weights = shard_state(merge_shards(model_shards, meta["layout"], saved_config.vocab_size),
                               layout, model.padded_vocab, ctx.tp_rank, ctx.tp_world)
         optim = {"param_groups": optim_shards[0]["param_groups"], "state": {}}
@@ -335,8 +351,20 @@ def load_training_state(
     return state
 
 
-def load_optimizer_state(model: GPT, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Restore a by-name optimizer state (from :func:`optimizer_state_by_name`)."""
+def _load_optimizer(ckpt: Path, tp_rank: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """TP rank ``tp_rank``'s by-name optimizer state (merged from its ZeRO fragments if sharded)."""
+    tp, dp = meta["tp"], meta.get("zero_dp", 1)
+    if dp <= 1:
+        return _load(ckpt / shard_file("optim", tp_rank, tp))
+    return merge_fragment_states([_load(ckpt / zero_shard_file(tp_rank, tp, r, dp)) for r in range(dp)])
+
+
+def load_optimizer_state(model: GPT, optimizer: Any, saved: dict[str, Any]) -> None:
+    """Restore a by-name optimizer state (from :func:`optimizer_state_by_name`); a ZeRO
+    optimizer takes its fragments of it."""
+    if is_sharded(optimizer):
+        optimizer.load_state_by_name(saved)
+        return
     params = dict(model.named_parameters())
     for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
         for key, value in saved_group.items():

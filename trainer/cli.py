@@ -29,8 +29,8 @@ def verify_packed(data: str, splits: tuple[str, ...], skip: bool, progress: bool
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        input: str = typer.Option(..., "--input", "-i", help="A `cpm data pack` output directory (train/ and valid/ sequence shards)."),
-        output: str = typer.Option(..., "--output", "-o", help="Run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/."),
+        input: Optional[str] = typer.Option(None, "--input", "-i", help="A `cpm data pack` output directory (train/ and valid/ sequence shards); required unless --plan."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/; required unless --plan."),
         size: str = typer.Option("tiny", "--size", help="Model size: tiny, small (109M), medium (334M), large (2.6B) -- CPM-1 Table 1."),
         tp: int = typer.Option(1, "--tp", help="Tensor-parallel size; data-parallel size = world size / tp."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", show_default="by --size: tiny 200, others CPM's 20,000", help="Optimizer steps."),
@@ -61,6 +61,10 @@ def register(app: typer.Typer) -> None:
         eval_batches: Optional[int] = typer.Option(None, "--eval-batches", show_default="50", help="Validation micro-batches per rank."),
         log_every: Optional[int] = typer.Option(None, "--log-every", show_default="1", help="Write metrics every N steps."),
         activation_checkpointing: bool = typer.Option(False, "--activation-checkpointing", help="Recompute each block in the backward pass."),
+        zero: Optional[int] = typer.Option(None, "--zero", help="1 = ZeRO stage 1: shard the AdamW moments over the data-parallel ranks (default 0 = off)."),
+        bucket_mb: Optional[float] = typer.Option(None, "--bucket-mb", help="Gradient bucket size in MiB; buckets are all-reduced (reduce-scattered under --zero 1) during the backward pass (default 25)."),
+        plan: bool = typer.Option(False, "--plan", help="Print the per-rank memory (parameters, gradients, optimizer, activations, peak) and exit without training."),
+        world_size: Optional[int] = typer.Option(None, "--world-size", help="With --plan: the number of ranks (GPUs) to plan for (default $WORLD_SIZE, else --tp)."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --output (metrics after it are rewritten)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the previous run in --output (config, metrics, tensorboard, checkpoints) and start afresh."),
@@ -71,6 +75,8 @@ def register(app: typer.Typer) -> None:
         """Train a CPM-style GPT (tensor + data parallel under torchrun).
 
         Example: cpm train --size tiny --input out/packed --output runs/tiny --max-steps 200
+
+        Plan: cpm train --plan --size large --tp 4 --world-size 8 --zero 1 --micro-batch 2 --activation-checkpointing
         """
         from cpm.errors import CpmError
         from cpm.trainer.train import resolve_train_config, train
@@ -80,13 +86,19 @@ def register(app: typer.Typer) -> None:
         model = {k: v for k, v in dict(dropout=dropout, n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=d_ff,
                                         n_positions=n_positions, vocab_size=vocab_size, init_std=init_std).items()
                  if v is not None}
+        if plan:
+            typer.echo(plan_text(size, tp, world_size, micro_batch, precision, activation_checkpointing, zero or 0, model))
+            return
+        for flag, value in (("--input", input), ("--output", output)):
+            if not value:
+                raise CpmError(f"{flag} is required (or give --plan)")
         cfg = resolve_train_config(
             size, input=input, output=output, tp=tp, max_steps=max_steps, global_batch=global_batch,
             micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
             beta1=beta1, beta2=beta2, adam_eps=adam_eps, clip_grad=clip_grad, precision=precision, device=device,
             seed=seed, save_every=save_every, keep_checkpoints=keep_checkpoints, eval_every=eval_every,
             eval_batches=eval_batches, log_every=log_every, activation_checkpointing=activation_checkpointing,
-            compile=compile, resume=resume, overwrite=overwrite, stop_at=stop_at, progress=progress, model=model,
+            zero=zero, bucket_mb=bucket_mb, compile=compile, resume=resume, overwrite=overwrite, stop_at=stop_at, progress=progress, model=model,
         )
         if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node reads the data; the others wait for it
             verify_packed(input, ("train", "valid"), skip=skip_verify, progress=progress)
@@ -94,3 +106,30 @@ def register(app: typer.Typer) -> None:
         if summary.get("loss") is not None and int(os.environ.get("RANK", "0")) == 0:
             keys = ("steps", "loss", "val_loss", "val_ppl", "tokens_per_s", "run_dir")
             typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
+
+
+def plan_text(size: str, tp: int, world_size: Optional[int], micro_batch: Optional[int], precision: Optional[str],
+              activation_checkpointing: bool, zero: int, model: dict) -> str:
+    """``cpm train --plan``: the memory table of one rank, without touching data or devices."""
+    from cpm.errors import CpmError
+    from cpm.trainer.memory import format_plan, plan_memory
+    from cpm.trainer.model import model_config
+    from cpm.trainer.train import TRAIN_DEFAULTS
+
+    world = world_size or int(os.environ.get("WORLD_SIZE", "0")) or tp
+    if tp < 1 or world < 1 or world % tp:
+        raise CpmError(f"--tp {tp} must be positive and divide --world-size {world}")
+    if zero not in (0, 1):
+        raise CpmError(f"--zero must be 0 (off) or 1 (sharded optimizer states), not {zero}")
+    config = model_config(size, **model)
+    if config.n_head % tp:
+        raise CpmError(f"--tp {tp} must divide the {config.n_head} attention heads of --size {size}")
+    micro_batch = micro_batch or TRAIN_DEFAULTS[size]["micro_batch"]
+    if micro_batch < 1:
+        raise CpmError(f"--micro-batch must be a positive integer, not {micro_batch}")
+    precision = precision or "bf16"
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise CpmError(f"--precision must be bf16, fp16 or fp32, not {precision!r}")
+    result = plan_memory(config, tp=tp, dp=world // tp, micro_batch=micro_batch, precision=precision,
+                         activation_checkpointing=activation_checkpointing, zero=zero)
+    return format_plan(result, size)

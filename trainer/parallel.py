@@ -34,10 +34,10 @@ differently on every DP rank; dropout on split activations (attention probabilit
 whose heads are split) runs under a second "model-parallel" state seeded
 ``seed + 2718 + tp_rank``. It works on CPU and CUDA alike.
 
-Data parallelism is a plain all-reduce of the gradients over the DP group after the
-last micro-batch (:func:`allreduce_gradients`), not DDP: gradient accumulation then
-needs no ``no_sync`` bookkeeping, and the result is deterministic. It does not overlap
-communication with the backward pass; for tp*dp on many nodes DDP would hide that time.
+Data parallelism averages the gradients over the DP group. The trainer does it from
+backward hooks, bucket by bucket, while the backward pass goes on
+(:mod:`cpm.trainer.grad_buckets`; reduce-scattered under ZeRO, :mod:`cpm.trainer.zero`);
+:func:`allreduce_gradients` is the same sum done in one go after the last micro-batch.
 """
 
 from __future__ import annotations
@@ -413,8 +413,9 @@ def allreduce_gradients(params: Iterable[nn.Parameter], ctx: ParallelContext, bu
     flush()
 
 
-def grad_norm(params: Iterable[nn.Parameter], ctx: ParallelContext) -> torch.Tensor:
-    """Global L2 norm of the gradients: split parameters summed over TP, replicated ones counted once."""
+def grad_norm(params: Iterable[nn.Parameter], ctx: ParallelContext, dp_sharded: bool = False) -> torch.Tensor:
+    """Global L2 norm of the gradients: split parameters summed over TP, replicated ones counted once;
+    ``dp_sharded``: each DP rank holds a disjoint part of the gradients (ZeRO), summed over DP too."""
     params = list(params)
     split = [p.grad for p in params if p.grad is not None and getattr(p, "tp_split_dim", None) is not None]
     repl = [p.grad for p in params if p.grad is not None and getattr(p, "tp_split_dim", None) is None]
@@ -424,15 +425,20 @@ def grad_norm(params: Iterable[nn.Parameter], ctx: ParallelContext) -> torch.Ten
             return torch.zeros((), device=(split or repl)[0].device)
         return torch.stack(torch._foreach_norm(grads)).float().pow(2).sum()
 
-    split_sq = sum_of_squares(split)
+    split_sq, repl_sq = sum_of_squares(split), sum_of_squares(repl)
+    if dp_sharded and ctx.dp_group is not None:
+        both = torch.stack([split_sq, repl_sq])
+        dist.all_reduce(both, group=ctx.dp_group)
+        split_sq, repl_sq = both[0], both[1]
     if ctx.tp_group is not None:
         dist.all_reduce(split_sq, group=ctx.tp_group)
-    return (split_sq + sum_of_squares(repl)).sqrt()
+    return (split_sq + repl_sq).sqrt()
 
 
-def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: ParallelContext) -> torch.Tensor:
+def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: ParallelContext,
+                   dp_sharded: bool = False) -> torch.Tensor:
     """Scale gradients so that their global norm is at most ``max_norm``; return the norm before."""
-    norm = grad_norm(params, ctx)
+    norm = grad_norm(params, ctx, dp_sharded)
     if max_norm > 0:
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         grads = [p.grad for p in params if p.grad is not None]

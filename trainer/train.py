@@ -1,9 +1,10 @@
 """The training loop: optimizer, schedule, precision, checkpoints, logging.
 
 One optimizer step (:func:`train_step`) = ``accum`` micro-batches forward/backward on each
-rank, an all-reduce of the gradients over the data-parallel group, (fp16: unscale and skip
-the step on overflow), clipping of the global gradient norm, AdamW. The global batch is
-``micro_batch * accum * dp`` sequences.
+rank, the gradients averaged over the data-parallel group in buckets during the last
+backward pass (:mod:`cpm.trainer.grad_buckets`; reduce-scattered under ``--zero 1``,
+:mod:`cpm.trainer.zero`), (fp16: unscale and skip the step on overflow), clipping of the
+global gradient norm, AdamW. The global batch is ``micro_batch * accum * dp`` sequences.
 
 Defaults are CPM-1's (the paper's large model): AdamW (0.9, 0.999), eps 1e-8, weight decay
 0.01 except biases and LayerNorm, clipping 1.0, lr 1.5e-4 with 5,000 warm-up steps then
@@ -26,7 +27,9 @@ import torch
 import torch.distributed as dist
 
 from cpm.errors import CpmError
-from cpm.trainer.model import GPT, GPTConfig, count_parameters, model_config
+from cpm.trainer.grad_buckets import DEFAULT_BUCKET_MB, GradBuckets
+from cpm.trainer.memory import available_memory, check_memory, estimate_memory  # noqa: F401 (re-exported)
+from cpm.trainer.model import GPT, count_parameters, model_config
 from cpm.trainer.parallel import (
     ModelParallelRNG,
     ParallelContext,
@@ -35,6 +38,7 @@ from cpm.trainer.parallel import (
     init_parallel,
     seed_everything,
 )
+from cpm.trainer.zero import ZeroAdamW, is_sharded
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,8 @@ class TrainConfig:
     eval_batches: int = 50
     log_every: int = 1
     activation_checkpointing: bool = False
+    zero: int = 0  # 1 = ZeRO stage 1: AdamW moments sharded over the data-parallel group
+    bucket_mb: float = DEFAULT_BUCKET_MB  # gradient bucket size (MiB) of the overlapped DP communication
     compile: bool = False
     resume: bool = False
     overwrite: bool = False  # clear an existing run directory (config, metrics, tensorboard, checkpoints)
@@ -140,6 +146,8 @@ def validate_train_config(cfg: TrainConfig, world: int | None = None) -> None:
     need(cfg.adam_eps >= 0, f"--adam-eps must be 0 or positive, not {cfg.adam_eps}")
     need(cfg.clip_grad >= 0, f"--clip-grad must be 0 (off) or positive, not {cfg.clip_grad}")
     need(cfg.precision in ("", "fp32", "bf16", "fp16"), f"--precision must be bf16, fp16 or fp32, not {cfg.precision!r}")
+    need(cfg.zero in (0, 1), f"--zero must be 0 (off) or 1 (sharded optimizer states), not {cfg.zero}")
+    need(cfg.bucket_mb > 0, f"--bucket-mb must be positive, not {cfg.bucket_mb}")
     need(not (cfg.resume and cfg.overwrite), "give --resume or --overwrite, not both")
     need(world % cfg.tp == 0,
          f"--tp {cfg.tp} does not divide the world size {world} (torchrun --nproc-per-node x nodes)")
@@ -224,9 +232,25 @@ def build_optimizer(model: GPT, cfg: TrainConfig, device_type: str) -> torch.opt
         return torch.optim.AdamW(groups, foreach=True, **hyper)
 
 
+def build_data_parallel(model: GPT, cfg: TrainConfig, ctx: ParallelContext,
+                        device_type: str) -> tuple[torch.optim.Optimizer | ZeroAdamW, GradBuckets | None]:
+    """The optimizer and, with more than one data-parallel rank, the gradient buckets that
+    communicate during the backward pass (reduce-scattered for the ZeRO optimizer under ``--zero 1``)."""
+    if ctx.dp_group is None:
+        if cfg.zero:
+            log.info("--zero 1 with one data-parallel rank: the optimizer state is not sharded")
+        return build_optimizer(model, cfg, device_type), None
+    buckets = GradBuckets(model, ctx.dp_group, ctx.dp_world, ctx.dp_rank, int(cfg.bucket_mb * 2**20),
+                          shard=bool(cfg.zero))
+    if not cfg.zero:
+        return build_optimizer(model, cfg, device_type), buckets
+    hyper = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    return ZeroAdamW(model, buckets, model.optimizer_groups(cfg.weight_decay), **hyper), buckets
+
+
 def train_step(
     model: GPT,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | ZeroAdamW,
     micro_batches: list[torch.Tensor],
     ctx: ParallelContext,
     *,
@@ -235,18 +259,50 @@ def train_step(
     precision: str = "fp32",
     scaler: DynamicLossScaler | None = None,
     forward: Any = None,
+    buckets: GradBuckets | None = None,
 ) -> dict[str, Any]:
     """One optimizer step over ``micro_batches`` (each ``(b, seq_len + 1)``); returns loss (mean over
-    the global batch), grad norm, and whether an fp16 overflow skipped the step."""
+    the global batch), grad norm, and whether an fp16 overflow skipped the step. Without
+    ``buckets`` the gradients are all-reduced after the last micro-batch."""
     model.train()
-    forward = model if forward is None else forward
-    device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
     for group in optimizer.param_groups:
         group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
+    forward = model if forward is None else forward
+    total = _forward_backward(model, forward, micro_batches, precision, scaler, optimizer, buckets)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if buckets is not None:
+        buckets.finish()
+    else:
+        allreduce_gradients(params, ctx)
+    if ctx.dp_group is not None:
+        dist.all_reduce(total, group=ctx.dp_group)
+        total /= ctx.dp_world
+    sharded = is_sharded(optimizer)
+    grad_params = optimizer.grad_params if sharded else params
+    skipped = False
+    if scaler is not None:
+        skipped = scaler.unscale_and_check(grad_params, ctx)
+        scaler.update(skipped)
+    norm = None
+    if not skipped:
+        norm = clip_gradients(grad_params, clip_grad, ctx, dp_sharded=sharded).item()
+        optimizer.step()
+    return {"loss": total.item() / len(micro_batches), "grad_norm": norm, "skipped": skipped}
+
+
+def _forward_backward(model: GPT, forward: Any, micro_batches: list[torch.Tensor], precision: str,
+                      scaler: DynamicLossScaler | None, optimizer: Any, buckets: GradBuckets | None) -> torch.Tensor:
+    """Accumulate the gradients of every micro-batch; the buckets communicate during the last
+    backward pass. Returns the sum of the micro-batch losses."""
+    device = next(model.parameters()).device
+    if buckets is not None:
+        buckets.zero_grad()
+    else:
+        optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=device)
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
+        if buckets is not None:
+            buckets.set_sync(i == len(micro_batches) - 1)
         batch = batch.to(device, non_blocking=True)
         with autocast(precision, device.type):
             loss = forward(batch[:, :-1], batch[:, 1:])
@@ -255,19 +311,7 @@ def train_step(
         if scaler is not None:
             scaled = scaled * scaler.scale
         scaled.backward()
-    allreduce_gradients(params, ctx)
-    if ctx.dp_group is not None:
-        dist.all_reduce(total, group=ctx.dp_group)
-        total /= ctx.dp_world
-    skipped = False
-    if scaler is not None:
-        skipped = scaler.unscale_and_check(params, ctx)
-        scaler.update(skipped)
-    norm = None
-    if not skipped:
-        norm = clip_gradients(params, clip_grad, ctx).item()
-        optimizer.step()
-    return {"loss": total.item() / len(micro_batches), "grad_norm": norm, "skipped": skipped}
+    return total
 
 
 @torch.no_grad()
@@ -295,59 +339,8 @@ def evaluate(model: GPT, batches: Iterator[torch.Tensor], ctx: ParallelContext, 
 
 
 # --------------------------------------------------------------------------------------
-# Memory check, MFU
+# MFU
 # --------------------------------------------------------------------------------------
-
-
-def estimate_memory(config: GPTConfig, tp: int, micro_batch: int, seq_len: int, precision: str,
-                    activation_checkpointing: bool = False) -> dict[str, float]:
-    """Bytes per GPU: fp32 weights + grads + Adam moments, and activations (Korthikanti et al. 2022,
-    flash attention, so no s^2 term)."""
-    params = count_parameters(config) / tp
-    states = params * (4 + 4 + 8)
-    s, b, h, L = seq_len, micro_batch, config.d_model, config.n_layer
-    act_bytes = 2 if precision in ("bf16", "fp16") else 4
-    per_layer = s * b * h * (10 + 24 / tp) * act_bytes / 2
-    activations = L * (2 * s * b * h * act_bytes if activation_checkpointing else per_layer)
-    logits = 3 * s * b * (config.vocab_size / tp) * 4
-    return {"states": states, "activations": activations + logits, "total": states + activations + logits}
-
-
-def available_memory(device: torch.device) -> float:
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return float(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-
-
-def check_memory(config: GPTConfig, cfg: TrainConfig, seq_len: int, device: torch.device, ctx: ParallelContext) -> None:
-    """Fail in seconds, before allocating, when the model cannot fit (CpmError with numbers and advice)."""
-    need = estimate_memory(config, ctx.tp_world, cfg.micro_batch, seq_len, cfg.precision, cfg.activation_checkpointing)
-    have = available_memory(device)
-    # several ranks of one node share the CPU RAM
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
-    if need["total"] * local_ranks <= 0.95 * have:
-        return
-    gib = 1024**3
-    where = "GPU" if device.type == "cuda" else "process (CPU RAM)"
-    fits_tp = next((t for t in (2, 4, 8, 16, 32)
-                    if estimate_memory(config, t, cfg.micro_batch, seq_len, cfg.precision, True)["total"] * local_ranks
-                    <= 0.9 * have), None)
-    unit = "GPUs (torchrun --nproc-per-node N ... --tp N)" if device.type == "cuda" else "machines (torchrun --nnodes N ... --tp N)"
-    advice = f"use --tp {fits_tp} on {fits_tp} {unit}" if fits_tp else f"use --tp 8 or more on as many {unit}"
-    raise CpmError(
-        f"--size {cfg.size} needs about {need['total'] / gib:.1f} GiB per {where} at tp={ctx.tp_world} "
-        f"(weights+grads+Adam {need['states'] / gib:.1f} GiB, activations {need['activations'] / gib:.1f} GiB "
-        f"at --micro-batch {cfg.micro_batch}, seq {seq_len}) but only {have * local_ranks / gib:.1f} GiB is free; "
-        f"{advice}, or lower --micro-batch / add --activation-checkpointing"
-    )
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -548,7 +541,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.init_weights(cfg.seed)
     model.to(device)
     model.activation_checkpointing = cfg.activation_checkpointing
-    optimizer = build_optimizer(model, cfg, device.type)
+    optimizer, buckets = build_data_parallel(model, cfg, ctx, device.type)
     scaler = DynamicLossScaler() if cfg.precision == "fp16" else None
     forward = torch.compile(model) if cfg.compile else model
 
@@ -595,7 +588,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             micro = [next(batches) for _ in range(accum)]
             result = train_step(model, optimizer, micro, ctx, lr=lr, clip_grad=cfg.clip_grad,
-                                precision=cfg.precision, scaler=scaler, forward=forward)
+                                precision=cfg.precision, scaler=scaler, forward=forward, buckets=buckets)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
