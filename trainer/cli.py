@@ -29,8 +29,8 @@ def verify_packed(data: str, splits: tuple[str, ...], skip: bool, progress: bool
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        input: Optional[str] = typer.Option(None, "--input", "-i", help="A `cpm data pack` output directory (train/ and valid/ sequence shards); required unless --plan."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/; required unless --plan."),
+        input: Optional[str] = typer.Option(None, "--input", "-i", help="A `cpm data pack` output directory (train/ and valid/ sequence shards); required unless --plan.", show_default="none: required unless --plan"),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/; required unless --plan.", show_default="none: required unless --plan"),
         size: str = typer.Option("tiny", "--size", help="Model size: tiny, small (109M), medium (334M), large (2.6B) -- CPM-1 Table 1."),
         tp: int = typer.Option(1, "--tp", help="Tensor-parallel size; data-parallel size = world size / tp."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", show_default="by --size: tiny 200, others CPM's 20,000", help="Optimizer steps."),
@@ -61,10 +61,10 @@ def register(app: typer.Typer) -> None:
         eval_batches: Optional[int] = typer.Option(None, "--eval-batches", show_default="50", help="Validation micro-batches per rank."),
         log_every: Optional[int] = typer.Option(None, "--log-every", show_default="1", help="Write metrics every N steps."),
         activation_checkpointing: bool = typer.Option(False, "--activation-checkpointing", help="Recompute each block in the backward pass."),
-        zero: Optional[int] = typer.Option(None, "--zero", help="1 = ZeRO stage 1: shard the AdamW moments over the data-parallel ranks (default 0 = off)."),
-        bucket_mb: Optional[float] = typer.Option(None, "--bucket-mb", help="Gradient bucket size in MiB; buckets are all-reduced (reduce-scattered under --zero 1) during the backward pass (default 25)."),
+        zero: Optional[int] = typer.Option(None, "--zero", show_default="0 (off)", help="1 = ZeRO stage 1: shard the AdamW moments over the data-parallel ranks."),
+        bucket_mb: Optional[float] = typer.Option(None, "--bucket-mb", show_default="25", help="Gradient bucket size in MiB; buckets are all-reduced (reduce-scattered under --zero 1) during the backward pass."),
         plan: bool = typer.Option(False, "--plan", help="Print the per-rank memory (parameters, gradients, optimizer, activations, peak) and exit without training."),
-        world_size: Optional[int] = typer.Option(None, "--world-size", help="With --plan: the number of ranks (GPUs) to plan for (default $WORLD_SIZE, else --tp)."),
+        world_size: Optional[int] = typer.Option(None, "--world-size", show_default="$WORLD_SIZE, else --tp", help="With --plan: the number of ranks (GPUs) to plan for."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
         resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --output (metrics after it are rewritten)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete the previous run in --output (config, metrics, tensorboard, checkpoints) and start afresh."),
