@@ -95,7 +95,7 @@ def local_dask_cluster(workers: int) -> Iterator[str]:
         raise CpmError("--workers must be at least 1")
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, silence_logs=logging.WARNING,
+        dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
     )
     log.info("local Dask cluster at %s with %d worker process(es)", cluster.scheduler_address, workers)
     try:
@@ -195,6 +195,8 @@ def _check_dataflow() -> None:
 def start_error(name: str | None, exc: BaseException) -> CpmError:
     """A one-line :class:`CpmError` for a runner that failed to start or to accept the job."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if type(exc).__name__ == "FutureTimeoutError":  # grpc: nothing answered at --job_endpoint in time
+        text = "no Beam job server answered at --job_endpoint in --job_server_timeout"
     if len(text) > 300:
         text = text[:297] + "..."
     return CpmError(f"{name or 'the runner'} could not start the job: {text} (--debug shows the traceback)")
