@@ -233,7 +233,7 @@ def tokenize_all(
     bar = tqdm(total=len(tasks), desc="tokenize", unit="unit", disable=not progress)
     results: list[TokenizedUnit] = []
     try:
-        if workers <= 1 or len(tasks) <= 1:
+        if len(tasks) <= 1:  # a pool even for one worker: the words of every unit stay out of this process
             for task in tasks:
                 results.append(_tokenize_task(task))
                 bar.update()
