@@ -22,6 +22,10 @@ The job is a short list of named steps, each with its counters in the manifest:
    that does not fill a last sample is dropped and counted (``dropped_tail_tokens``), as in
    Megatron-LM; nothing is padded.
 
+Memory does not grow with the number of documents: tokenized units live on disk, the order of
+step 4 is an external (bucket) sort and step 5 cuts the stream while reading it (see
+:mod:`cpm.pipeline.pack_stream`).
+
 Output: ``DIR/train/part-NNNNN.arrow``, ``DIR/valid/part-NNNNN.arrow`` (uncompressed
 :func:`cpm.schemas.sequence_schema` shards) and ``DIR/manifest.json``. The same input and
 options give byte-identical shards.
