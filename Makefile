@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   install into .venv, then run the whole pipeline on the bundled samples
-#   make test   install into .venv (with test extras), then run the test suite
+#   make test   install into .venv (with the test and dask extras), then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -76,7 +76,7 @@ test-latest:
 	.venv-latest/bin/python -m pip install -q "$(TORCH)"
 	echo "$(TORCH)" > .venv-latest/torch-pin.txt
 	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager \
-	    -c .venv-latest/torch-pin.txt -e ".[test,dask]"
+	    -c .venv-latest/torch-pin.txt -e ".[test,dask,bench]"
 	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -q
 

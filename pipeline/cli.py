@@ -56,7 +56,7 @@ def input_specs(source: str, inputs: list[str]) -> list[tuple[str, str]]:
 # Beam's runner names (its create_runner also accepts them lower-case, without "Runner", or a
 # fully qualified module.ClassName); checked here so that a typo is a one-line error, not a traceback.
 BEAM_RUNNERS = (
-    "DirectRunner", "PrismRunner", "PortableRunner", "FlinkRunner", "SparkRunner", "DataflowRunner",
+    "DirectRunner", "DaskRunner", "FlinkRunner", "SparkRunner", "DataflowRunner", "PrismRunner", "PortableRunner",
     "FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner",
 )
 
@@ -111,6 +111,8 @@ def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: Seq
         args.append(f"--num_workers={workers}")
     elif runner in ("FlinkRunner", "SparkRunner"):
         args.append(f"--parallelism={workers}")
+    elif runner in ("DaskRunner", "dask"):  # a local cluster's size; a cluster at --dask_client_address has its own
+        args.append(f"--dask_local_workers={workers}")
     for arg in extra:
         if not arg.startswith("--"):
             raise CpmError(f"unexpected argument {arg!r} (Beam pipeline options are written --name=value)")
@@ -129,8 +131,8 @@ def build(
         "SOURCE=PATH names its source (required with --source all).", show_default="the bundled sample of --source",
     ),
     output: str = typer.Option(..., "--output", "-o", help="Output directory (manifest.json, shards/, rejected/)."),
-    runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner, FlinkRunner, SparkRunner, DataflowRunner."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Parallel workers (DirectRunner: processes)."),
+    runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner, DaskRunner (--dask_client_address=tcp://HOST:PORT, or a local cluster of --workers processes), FlinkRunner, SparkRunner, DataflowRunner."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Parallel workers (DirectRunner: processes; DaskRunner without an address: local worker processes)."),
     config: Optional[str] = typer.Option(None, "--config", show_default="the bundled per-source configs", help="JSON file overriding the per-source cleaning config."),
     shard_size: str = typer.Option("256MB", "--shard-size", help="Target (uncompressed) size of a shard."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory (atomically)."),

@@ -815,19 +815,21 @@ def run_build(job: BuildJob, beam_args: list[str], progress: bool = True) -> dic
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("jieba").setLevel(logging.WARNING)
-    options = JobOptions(beam_args)
-    runner = None
-    if options.get_all_options().get("runner") in (None, "DirectRunner", "direct"):
-        # Beam's DirectRunner would first try to download the Prism runner; the FnApiRunner is
-        # what it falls back to, and honours --direct_num_workers / --direct_running_mode.
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from cpm.pipeline.runners import is_direct, open_runner, runner_name, start_error
 
-        runner = FnApiRunner()
+    options = JobOptions(beam_args)
+    name = runner_name(options)
     try:
-        with ProgressDisplay(job.work_dir, sum(job.input_sizes.values()), enabled=progress):
+        with open_runner(options) as runner, ProgressDisplay(job.work_dir, sum(job.input_sizes.values()), enabled=progress):
             pipeline = beam.Pipeline(runner=runner, options=options)
             build_pipeline(pipeline, job)
-            result = pipeline.run()
+            try:
+                result = pipeline.run()
+            except Exception as exc:  # noqa: BLE001 - a runner that cannot start: one line, not its traceback
+                if is_direct(name) or isinstance(exc, CpmError):
+                    raise
+                log.debug("the runner failed to start", exc_info=True)
+                raise start_error(name, exc) from exc
             state = result.wait_until_finish()
         if state is not None and str(state) not in ("DONE", "PipelineState.DONE"):
             raise CpmError(f"the Beam job ended in state {state}")

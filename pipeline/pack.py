@@ -22,6 +22,10 @@ The job is a short list of named steps, each with its counters in the manifest:
    that does not fill a last sample is dropped and counted (``dropped_tail_tokens``), as in
    Megatron-LM; nothing is padded.
 
+Memory does not grow with the number of documents: tokenized units live on disk, the order of
+step 4 is an external (bucket) sort and step 5 cuts the stream while reading it (see
+:mod:`cpm.pipeline.pack_stream`).
+
 Output: ``DIR/train/part-NNNNN.arrow``, ``DIR/valid/part-NNNNN.arrow`` (uncompressed
 :func:`cpm.schemas.sequence_schema` shards) and ``DIR/manifest.json``. The same input and
 options give byte-identical shards.
@@ -35,7 +39,7 @@ import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -135,12 +139,11 @@ def weights_from_mix(mix: dict[str, float], train_tokens: dict[str, int]) -> dic
 
 @dataclass
 class TokenizedUnit:
-    """One tokenized work unit: every document's tokens with ``<eod>``, flat in a ``.npy`` file."""
+    """One tokenized work unit, on disk: every document's tokens with ``<eod>`` (raw, flat) and its documents."""
 
-    tokens_path: str
-    ids: list[str]
-    sources: list[str]
-    lengths: np.ndarray  # int64, tokens per document including its <eod>
+    tokens_path: str  # raw tokens (numpy_token_dtype), documents one after the other
+    meta_path: str  # Arrow IPC file: id, source code, length (tokens including <eod>) per document
+    documents: int
     empty: int = 0  # documents with no tokens, skipped
     eod_inside: int = 0  # documents whose own tokens contain <eod> (cpm mode encodes the text "<eod>" so)
 
@@ -176,7 +179,8 @@ def _read_unit(shard: str, batch_indices: Sequence[int]) -> tuple[list[str], lis
 
 
 def tokenize_unit(tokenizer_path: str, shard: str, batch_indices: Sequence[int], tokens_path: str) -> TokenizedUnit:
-    """Tokenize the documents of some record batches of one shard; write their tokens to ``tokens_path``."""
+    """Tokenize the documents of some record batches of one shard; write their tokens to ``tokens_path`` and their
+    ids, sources and lengths next to it."""
     tokenizer = _load_tokenizer(tokenizer_path)
     ids, sources, words = _read_unit(shard, batch_indices)
     encoded = tokenizer.encode_words_batch(words)
@@ -190,13 +194,16 @@ def tokenize_unit(tokenizer_path: str, shard: str, batch_indices: Sequence[int],
         end = int(ends[n])
         flat[end - int(lengths[n]) : end - 1] = encoded[i]
         flat[end - 1] = eod
-    np.save(tokens_path, flat)
+    from cpm.pipeline.pack_stream import write_meta
+
+    flat.tofile(tokens_path)
+    meta_path = tokens_path + ".meta.arrow"
+    write_meta(meta_path, [ids[i] for i in keep], [sources[i] for i in keep], lengths)
     eod_inside = int(np.count_nonzero(flat == eod)) - len(keep)
     return TokenizedUnit(
         tokens_path=tokens_path,
-        ids=[ids[i] for i in keep],
-        sources=[sources[i] for i in keep],
-        lengths=lengths,
+        meta_path=meta_path,
+        documents=len(keep),
         empty=len(encoded) - len(keep),
         eod_inside=sum(1 for i in keep if eod in encoded[i]) if eod_inside else 0,
     )
@@ -226,11 +233,11 @@ def tokenize_all(
     from tqdm import tqdm
 
     units = work_units(shards)
-    tasks = [(tokenizer_path, shard, batches, str(tmp_dir / f"unit-{i:06d}.npy")) for i, (shard, batches) in enumerate(units)]
+    tasks = [(tokenizer_path, shard, batches, str(tmp_dir / f"unit-{i:06d}.tok")) for i, (shard, batches) in enumerate(units)]
     bar = tqdm(total=len(tasks), desc="tokenize", unit="unit", disable=not progress)
     results: list[TokenizedUnit] = []
     try:
-        if workers <= 1 or len(tasks) <= 1:
+        if len(tasks) <= 1:  # a pool even for one worker: the words of every unit stay out of this process
             for task in tasks:
                 results.append(_tokenize_task(task))
                 bar.update()
@@ -248,116 +255,6 @@ def tokenize_all(
 
 
 # ---------------------------------------------------------------------------- steps 2-5
-
-
-@dataclass
-class DocumentTable:
-    """Every tokenized document: where its tokens are, its id, source and split."""
-
-    ids: list[str]
-    sources: np.ndarray  # int8 index into SOURCES
-    split: np.ndarray  # bool, True = valid
-    unit: np.ndarray  # int32 index of its TokenizedUnit
-    offset: np.ndarray  # int64 start within its unit's tokens
-    length: np.ndarray  # int64 tokens including <eod>
-    arrays: list[np.ndarray] = field(default_factory=list)  # memory-mapped tokens of each unit
-
-    @classmethod
-    def from_units(cls, units: Sequence[TokenizedUnit], valid_fraction: float) -> "DocumentTable":
-        ids = [i for u in units for i in u.ids]
-        code = {s: n for n, s in enumerate(SOURCES)}
-        sources = np.fromiter((code[s] for u in units for s in u.sources), dtype=np.int8, count=len(ids))
-        split = np.fromiter((split_of(i, valid_fraction) == "valid" for i in ids), dtype=bool, count=len(ids))
-        unit = np.concatenate([np.full(len(u.ids), n, dtype=np.int32) for n, u in enumerate(units)] or [np.zeros(0, np.int32)])
-        length = np.concatenate([u.lengths for u in units] or [np.zeros(0, np.int64)])
-        offset = np.concatenate(
-            [np.cumsum(u.lengths) - u.lengths for u in units] or [np.zeros(0, np.int64)]
-        ).astype(np.int64)
-        arrays = [np.load(u.tokens_path, mmap_mode="r").view(np.ndarray) for u in units]  # plain views: cheap slicing
-        return cls(ids, sources, split, unit, offset, length, arrays)
-
-    def tokens(self, doc: int) -> np.ndarray:
-        start = int(self.offset[doc])
-        return self.arrays[int(self.unit[doc])][start : start + int(self.length[doc])]
-
-    def tokens_per_source(self, mask: np.ndarray) -> dict[str, int]:
-        sums = np.bincount(self.sources[mask], weights=self.length[mask], minlength=len(SOURCES))
-        return {s: int(sums[n]) for n, s in enumerate(SOURCES) if sums[n]}
-
-
-def stream_order(table: DocumentTable, valid: bool, weights: dict[str, float], seed: int) -> np.ndarray:
-    """The documents of one split in stream order (a document index per copy), sorted by :func:`order_key`."""
-    docs = np.flatnonzero(table.split == valid)
-    if valid:
-        copies = np.ones(len(docs), dtype=np.int64)
-    else:
-        factor = [weights.get(s, 1.0) for s in SOURCES]
-        copies = np.fromiter(
-            (copies_of(table.ids[d], factor[table.sources[d]], seed) for d in docs.tolist()), dtype=np.int64, count=len(docs)
-        )
-    doc_of_copy = np.repeat(docs, copies)
-    copy_number = np.arange(len(doc_of_copy), dtype=np.int64) - np.repeat(np.cumsum(copies) - copies, copies)
-    keys = np.fromiter(
-        (order_key(table.ids[d], c, seed) for d, c in zip(doc_of_copy.tolist(), copy_number.tolist())),
-        dtype=np.uint64,
-        count=len(doc_of_copy),
-    )
-    return doc_of_copy[np.lexsort((copy_number, doc_of_copy, keys))]  # ties (64-bit collisions) by input order
-
-
-def cut_samples(
-    table: DocumentTable, order: np.ndarray, seq_len: int, schema: pa.Schema, samples_per_batch: int = SAMPLES_PER_BATCH
-) -> Iterator[pa.RecordBatch]:
-    """Cut the ``<eod>``-joined stream of ``order`` into record batches of samples of ``seq_len + 1`` tokens."""
-    lengths = table.length[order]
-    starts = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    total = int(starts[-1])
-    num_samples = max(0, (total - 1) // seq_len)
-    dtype = numpy_token_dtype(int(schema_metadata(schema)["vocab_size"]))
-    width = seq_len + 1
-    for first in range(0, num_samples, samples_per_batch):
-        count = min(samples_per_batch, num_samples - first)
-        lo, hi = first * seq_len, (first + count - 1) * seq_len + width  # stream range of this batch
-        d0 = int(np.searchsorted(starts, lo, side="right")) - 1
-        d1 = int(np.searchsorted(starts, hi - 1, side="right")) - 1
-        segment = np.concatenate([table.tokens(int(order[d])) for d in range(d0, d1 + 1)]).astype(dtype, copy=False)
-        segment = segment[lo - int(starts[d0]) : hi - int(starts[d0])]
-        rows = np.lib.stride_tricks.as_strided(segment, (count, width), (seq_len * segment.itemsize, segment.itemsize))
-        flat = np.ascontiguousarray(rows).reshape(-1)
-        sample_starts = np.arange(first, first + count, dtype=np.int64) * seq_len
-        first_doc = np.searchsorted(starts, sample_starts, side="right") - 1
-        last_doc = np.searchsorted(starts, sample_starts + seq_len, side="right") - 1
-        ids = [table.ids[int(order[d])] for a, b in zip(first_doc.tolist(), last_doc.tolist()) for d in range(a, b + 1)]
-        offsets = np.zeros(count + 1, dtype=np.int32)
-        np.cumsum(last_doc - first_doc + 1, out=offsets[1:])
-        yield pa.RecordBatch.from_arrays(
-            [
-                pa.FixedSizeListArray.from_arrays(pa.array(flat), width),
-                pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids, pa.string())),
-                pa.array((sample_starts - starts[first_doc]).astype(np.int32)),
-            ],
-            schema=schema,
-        )
-
-
-def split_counters(table: DocumentTable, order: np.ndarray, seq_len: int) -> dict[str, Any]:
-    """Documents, tokens (per source), samples and dropped tail tokens of one split's stream."""
-    total = int(table.length[order].sum())
-    num_samples = max(0, (total - 1) // seq_len)
-    used = num_samples * seq_len + 1 if num_samples else 0
-    sources = table.sources[order]
-    docs = np.bincount(sources, minlength=len(SOURCES))
-    distinct = np.bincount(table.sources[np.unique(order)], minlength=len(SOURCES))
-    tokens = np.bincount(sources, weights=table.length[order], minlength=len(SOURCES))
-    return {
-        "documents": {s: int(docs[n]) for n, s in enumerate(SOURCES) if docs[n]},  # copies counted
-        "distinct_documents": {s: int(distinct[n]) for n, s in enumerate(SOURCES) if distinct[n]},
-        "tokens": {s: int(tokens[n]) for n, s in enumerate(SOURCES) if tokens[n]},
-        "stream_tokens": total,
-        "samples": num_samples,
-        "dropped_tail_tokens": total - used,
-    }
 
 
 # ---------------------------------------------------------------------------- the job
@@ -388,6 +285,7 @@ def pack(
     from cpm.shards.io import ShardWriter, atomic_output_dir, check_output_dir, resolve_shard_paths, verify_checksums
     from tqdm import tqdm
 
+    from cpm.pipeline.pack_stream import TokenFiles, count_duplicate_ids, cut_stream, distribute, ordered_copies, survey
     from cpm.tokenizer import Tokenizer
 
     if seq_len < 1:
@@ -414,15 +312,17 @@ def pack(
         tmp_dir.mkdir()
         try:
             units = tokenize_all(shards, tokenizer_path, tmp_dir, workers=workers, progress=progress)
-            table = DocumentTable.from_units(units, valid_fraction)
+            metas = [u.meta_path for u in units]
+            total_docs = sum(u.documents for u in units)
+            surveyed = survey(metas, valid_fraction, total_docs, tmp_dir)
             weights = dict(source_weights or {})
             if source_mix:
-                weights = weights_from_mix(source_mix, table.tokens_per_source(~table.split))
+                weights = weights_from_mix(source_mix, surveyed.train_tokens)
             counters: dict[str, Any] = {
-                "documents_read": len(table.ids) + sum(u.empty for u in units),
+                "documents_read": total_docs + sum(u.empty for u in units),
                 "documents_empty": sum(u.empty for u in units),
                 "documents_with_eod_inside": sum(u.eod_inside for u in units),
-                "duplicate_ids": len(table.ids) - len(set(table.ids)),
+                "duplicate_ids": count_duplicate_ids(surveyed.ids),
                 "source_weights": {s: float(weights.get(s, 0.0 if source_mix else 1.0)) for s in SOURCES},
             }
             if counters["documents_with_eod_inside"]:
@@ -433,9 +333,9 @@ def pack(
                 )
             if counters["duplicate_ids"]:
                 log.warning("%d documents share an id with another one (the same shard given twice?)", counters["duplicate_ids"])
-            orders = {split: stream_order(table, split == "valid", weights, seed) for split in SPLITS}
+            buckets, totals = distribute(metas, surveyed, weights, seed, tmp_dir)
             for split in SPLITS:
-                counters[split] = split_counters(table, orders[split], seq_len)
+                counters[split] = totals[split].counters(seq_len)
             train = counters["train"]
             if train["samples"] == 0:
                 raise CpmError(
@@ -443,21 +343,26 @@ def pack(
                     f"({sum(train['documents'].values()):,} documents) do not fill one sample of --seq-len {seq_len} "
                     f"(+1) tokens; use a smaller --seq-len or more documents"
                 )
+            tokens = TokenFiles([u.tokens_path for u in units], numpy_token_dtype(vocab_size))
             manifest_shards = []
-            for split in SPLITS:
-                order = orders[split]
-                schema = sequence_schema(
-                    seq_len,
-                    vocab_size,
-                    {"eod_id": eod_id, "split": split, "tokenizer_fingerprint": fingerprint, "seed": seed},
-                )
-                writer = ShardWriter(work / split, schema, compression=None, target_bytes=shard_bytes)
-                with tqdm(total=counters[split]["samples"], desc=f"pack {split}", unit="sample", disable=not progress) as bar:
-                    for batch in cut_samples(table, order, seq_len, schema):
-                        writer.write_batch(batch)
-                        bar.update(batch.num_rows)
-                manifest_shards += [info.entry(work, kind="sequences", split=split) for info in writer.close()]
-                log.info("%s: %d samples of %d tokens from %d documents", split, counters[split]["samples"], seq_len + 1, len(order))
+            try:
+                for split in SPLITS:
+                    schema = sequence_schema(
+                        seq_len,
+                        vocab_size,
+                        {"eod_id": eod_id, "split": split, "tokenizer_fingerprint": fingerprint, "seed": seed},
+                    )
+                    docs = ((c.id, tokens.read(c.unit, c.offset, c.length)) for c in ordered_copies(buckets[split]))
+                    writer = ShardWriter(work / split, schema, compression=None, target_bytes=shard_bytes)
+                    with tqdm(total=counters[split]["samples"], desc=f"pack {split}", unit="sample", disable=not progress) as bar:
+                        for batch in cut_stream(docs, counters[split]["stream_tokens"], seq_len, schema, SAMPLES_PER_BATCH):
+                            writer.write_batch(batch)
+                            bar.update(batch.num_rows)
+                    manifest_shards += [info.entry(work, kind="sequences", split=split) for info in writer.close()]
+                    log.info("%s: %d samples of %d tokens from %d document copies", split, counters[split]["samples"], seq_len + 1,
+                             sum(counters[split]["documents"].values()))
+            finally:
+                tokens.close()
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         config = {

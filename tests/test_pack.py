@@ -309,3 +309,28 @@ def test_pack_after_tokenizer_train_round_trips_the_text(tmp_path, corpus, token
     assert main(["shards", "inspect", str(tmp_path / "out"), "--tokenizer", cpm1.path]) == 1
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["shards", "inspect", str(tmp_path / "out"), "--tokenizer", str(tokdir), "--rows", "1"]) == 0
+
+
+def test_external_sort_gives_the_same_bytes_with_any_bucket_size(tmp_path, corpus, tokenizer, monkeypatch):
+    """Packing sorts document copies bucket by bucket on disk; bucket size never changes the output."""
+    import cpm.pipeline.pack_stream as stream
+    from cpm.pipeline.pack import copies_of, order_key, split_of
+
+    weights = {"news": 2.5, "webpage": 0.5}
+    one = run_pack(corpus, tokenizer, tmp_path / "one", seq_len=32, valid_fraction=0.1, source_weights=weights)
+    monkeypatch.setattr(stream, "BUCKET_ROWS", 7)  # dozens of buckets and open bucket files
+    monkeypatch.setattr(stream, "CHUNK_ROWS", 3)
+    many = run_pack(corpus, tokenizer, tmp_path / "many", seq_len=32, valid_fraction=0.1, source_weights=weights)
+    assert [(s["path"], s["sha256"]) for s in many["shards"]] == [(s["path"], s["sha256"]) for s in one["shards"]]
+    assert many["counters"] == one["counters"]
+    assert len(list((tmp_path / "many").glob("**/bucket-*"))) == 0  # temporary files are gone
+    # the documented order: copies sorted by hash(seed, copy, id), ties by input position
+    docs = list(documents_by_id(corpus).values())
+    copies = [
+        (order_key(d["id"], c, 1234), n, c, d["id"])
+        for n, d in enumerate(docs)
+        if split_of(d["id"], 0.1) == "train"
+        for c in range(copies_of(d["id"], weights[d["source"]], 1234))
+    ]
+    _, ids = rejoin(read_samples(tmp_path / "many", "train"))
+    assert ids == [doc_id for *_, doc_id in sorted(copies)][: len(ids)]
