@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
 
 from cpm import __version__
+from cpm.errors import CpmError
 from cpm.cli import app, main
 
 
@@ -47,8 +49,13 @@ def test_unknown_option_is_one_line_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_debug_shows_traceback(tmp_path) -> None:
-    with pytest.raises(Exception):
-        main(["--debug", "shards", "inspect", str(tmp_path / "missing")])
+    missing = tmp_path / "missing"
+    with pytest.raises(CpmError, match=str(missing)):  # main() re-raises instead of printing one line
+        main(["--debug", "shards", "inspect", str(missing)])
+    proc = subprocess.run([console_script(), "--debug", "shards", "inspect", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Traceback (most recent call last):")
+    assert f"cpm.errors.ShardError: {missing}: no such shard" in proc.stderr  # a CpmError, in full
 
 
 def test_debug_after_the_command_is_a_one_line_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,6 +72,16 @@ def test_root_flags_take_no_value_in_help(capsys: pytest.CaptureFixture[str]) ->
     assert "<bool>" not in "".join(line for line in out.splitlines() if "--debug" in line or "--version" in line)
 
 
-def test_console_script_and_module_entry_points() -> None:
-    out = subprocess.run([sys.executable, "-m", "cpm", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"cpm {__version__}"
+def console_script() -> str:
+    """The ``cpm`` executable that ``pip install`` put next to this interpreter."""
+    path = Path(sys.executable).parent / "cpm"
+    assert path.is_file(), f"{path}: the console script is not installed (pip install -e .)"
+    return str(path)
+
+
+def test_console_script_and_module_entry_points(tmp_path) -> None:
+    for command in ([console_script()], [sys.executable, "-m", "cpm"]):
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, check=True, cwd=tmp_path)
+        assert out.stdout.strip() == f"cpm {__version__}"
+        failed = subprocess.run([*command, "shards", "inspect", str(tmp_path / "missing")], capture_output=True, text=True)
+        assert failed.returncode == 1 and failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1

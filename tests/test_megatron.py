@@ -113,3 +113,45 @@ def test_round_trip_of_a_real_pack_via_the_cli(tmp_path, zh_dir, cpm1_model, cap
     assert code == 8 and len(sequences) in (len(expected), len(expected) - 1)
     assert sequences == expected[: len(sequences)]
     assert len(sequences) > 100  # webpage documents were repeated twice
+
+
+def _export_stream(tmp_path: Path, stream: list[int], seq_len: int, eod: int, **options) -> tuple[list[list[int]], dict]:
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    packed = tmp_path / "packed"
+    write_stream_as_samples(packed, stream, seq_len=seq_len, vocab_size=30000, eod=eod)
+    prefix = tmp_path / "meg" / "data"
+    counters = export_megatron(split_shard_paths(packed, "train"), prefix, progress=False, **options)
+    return read_megatron(prefix)[1], counters
+
+
+def _random_stream(seed: int, docs: int, eod: int, max_len: int = 60) -> list[int]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_len, size=docs)
+    return [t for n in lengths for t in [*rng.integers(8, 30000, size=int(n)).tolist(), eod]] + [123]
+
+
+def test_export_across_the_default_chunk_of_4096_samples(tmp_path):
+    """More than 4,096 samples: the stream is read in several chunks and rejoined exactly."""
+    eod, seq_len = 7, 4
+    stream = _random_stream(1, docs=1100, eod=eod)
+    samples = (len(stream) - 1) // seq_len
+    assert samples > 2 * 4096  # at least three chunks at the default size
+    sequences, counters = _export_stream(tmp_path, stream, seq_len, eod)
+    used = stream[: samples * seq_len + 1]
+    assert sequences == split_at_eod(used, eod)
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(used)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 5, 64])
+def test_export_does_not_depend_on_the_chunk_size(tmp_path, chunk_rows):
+    """Chunks of a few samples put documents, <eod> tokens and chunk ends at every relative position."""
+    eod, seq_len = 7, 6
+    stream = _random_stream(2, docs=60, eod=eod, max_len=15)
+    stream[seq_len * 3] = eod  # an <eod> that is the boundary token shared by samples 2 and 3
+    sequences, counters = _export_stream(tmp_path, stream, seq_len, eod, chunk_rows=chunk_rows)
+    used = stream[: ((len(stream) - 1) // seq_len) * seq_len + 1]
+    assert sequences == split_at_eod(used, eod)
+    assert counters["documents"] == len(sequences)
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(used)

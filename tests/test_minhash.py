@@ -91,17 +91,33 @@ def test_whitespace_and_punctuation_never_change_a_signature(text):
     np.testing.assert_array_equal(minhash.signature(text, 32), minhash.signature(noisy, 32))
 
 
+def lsh_recall(similarity: float, bands: int, rows: int) -> float:
+    """The probability that banding makes a pair a candidate, written out here: 1 - (1 - s^r)^b."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
 @pytest.mark.parametrize("num_perm", [64, 128, 256])
 def test_lsh_bands_are_derived_from_the_threshold(threshold, num_perm):
     bands, rows = minhash.lsh_bands(threshold, num_perm)
-    assert bands * rows <= num_perm
-    assert minhash.candidate_probability(threshold, bands, rows) >= 0.999
-    # one more row per band would miss the recall target
-    more = rows + 1
-    assert more > num_perm or minhash.candidate_probability(threshold, num_perm // more, more) < 0.999
-    assert minhash.candidate_probability(0.1, bands, rows) < 0.05 or threshold <= 0.6  # unrelated texts rarely meet
-    assert minhash.lsh_bands(threshold, num_perm, 0.95)[1] >= rows  # a lower recall target allows longer bands
+    # the most rows per band whose num_perm // rows bands still reach the recall target
+    best = max(r for r in range(1, num_perm + 1) if lsh_recall(threshold, num_perm // r, r) >= 0.999)
+    assert (bands, rows) == (num_perm // best, best)
+    assert lsh_recall(threshold, bands, rows) >= 0.999 and lsh_recall(threshold, num_perm // (rows + 1), rows + 1) < 0.999
+    assert lsh_recall(0.1, bands, rows) < 0.05 or threshold <= 0.6  # unrelated texts rarely meet
+    loose = max(r for r in range(1, num_perm + 1) if lsh_recall(threshold, num_perm // r, r) >= 0.95)
+    assert minhash.lsh_bands(threshold, num_perm, 0.95) == (num_perm // loose, loose)
+    for s in (0.0, 0.3, threshold, 0.99, 1.0):
+        assert minhash.candidate_probability(s, bands, rows) == pytest.approx(lsh_recall(s, bands, rows), abs=1e-12)
+
+
+def test_lsh_bands_for_the_default_threshold():
+    assert minhash.lsh_bands(0.8, 128) == (25, 5)  # 1 - (1 - 0.8^5)^25 = 0.99995
+    assert lsh_recall(0.8, 25, 5) == pytest.approx(0.99995, abs=1e-5)
+    assert lsh_recall(0.8, 18, 7) < 0.999
+    assert minhash.lsh_bands(0.01, 16) == (16, 1)  # not even 1 row per band reaches 0.999: the most bands
+    with pytest.raises(ValueError):
+        minhash.lsh_bands(0.8, 128, min_recall=1.0)
 
 
 def test_higher_thresholds_give_more_rows_per_band():
@@ -111,14 +127,36 @@ def test_higher_thresholds_give_more_rows_per_band():
         minhash.lsh_bands(1.0, 128)
 
 
-def test_exact_jaccard_matches_python_sets_and_borderline_margin_follows_the_estimator():
-    rng = random.Random(4)
-    text = random_text(rng, 600)
-    other = text[:250] + random_text(rng, 80) + text[330:]
-    set_a = set(minhash.shingle_hashes(text, 5).tolist())
-    set_b = set(minhash.shingle_hashes(other, 5).tolist())
-    assert minhash.exact_jaccard(text, other) == len(set_a & set_b) / len(set_a | set_b)
-    assert minhash.exact_jaccard("", "，。") == 1.0 and minhash.exact_jaccard("", text) == 0.0
+SIMPLIFIED = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员"
+
+
+def substring_jaccard(a: str, b: str, n: int) -> float:
+    """Jaccard of the plain sets of n-character substrings (a text shorter than n is one shingle)."""
+    def shingles(text: str) -> set[str]:
+        return {text[i : i + n] for i in range(len(text) - n + 1)} if len(text) >= n else ({text} if text else set())
+
+    set_a, set_b = shingles(a), shingles(b)
+    return 1.0 if not set_a | set_b else len(set_a & set_b) / len(set_a | set_b)
+
+
+@pytest.mark.parametrize("ngram", [1, 3, 5])
+def test_exact_jaccard_matches_plain_substring_sets(ngram):
+    rng = random.Random(4 + ngram)
+    pairs = [("甲乙", "甲乙丙"), ("甲乙", "甲乙"), ("", "子丑寅卯辰")]
+    for _ in range(30):
+        text = "".join(rng.choice(SIMPLIFIED[:40]) for _ in range(rng.randrange(0, 120)))  # a small alphabet: repeats
+        cut = rng.randrange(0, len(text) + 1)
+        other = text[:cut] + "".join(rng.choice(SIMPLIFIED) for _ in range(rng.randrange(0, 30))) + text[cut + rng.randrange(0, 20) :]
+        pairs.append((text, other))
+    for a, b in pairs:
+        assert minhash.normalize_for_hash(a) == a and minhash.normalize_for_hash(b) == b  # the hashing form is the text
+        assert minhash.exact_jaccard(a, b, ngram) == pytest.approx(substring_jaccard(a, b, ngram), abs=1e-12), (a, b)
+    # punctuation and spaces are not part of the hashing form, so not of the shingles
+    assert minhash.exact_jaccard("甲，乙 丙。丁戊", "甲乙丙丁戊", 3) == 1.0
+    assert minhash.exact_jaccard("", "，。") == 1.0 and minhash.exact_jaccard("", "甲乙丙丁戊己") == 0.0
+
+
+def test_borderline_margin_follows_the_estimator():
     assert minhash.estimate_std(0.8, 128) == pytest.approx(0.0354, abs=1e-4)
     assert minhash.borderline_margin(0.8, 128) == pytest.approx(4 * 0.0354, abs=1e-3)
     assert minhash.borderline_margin(0.8, 512) == pytest.approx(minhash.borderline_margin(0.8, 128) / 2)

@@ -118,6 +118,42 @@ def test_resume_is_bit_exact(packed, tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _resume_worker(rank: int, packed: str, root: str, ports: list[int]) -> None:
+    """One of 2 ranks: a straight TP=2 run, an interrupted one, and its resumption (dropout 0.1)."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1")
+    runs = [("straight", {}), ("interrupted", dict(stop_at=3)), ("interrupted", dict(resume=True))]
+    for port, (name, options) in zip(ports, runs):
+        os.environ["MASTER_PORT"] = str(port)  # train() destroys its process group at the end
+        train(_config(Path(packed), Path(root) / name, tp=2, max_steps=6, global_batch=8, save_every=3,
+                      device="cpu", **options))
+
+
+def test_resume_is_bit_exact_at_tp2_with_dropout(packed, tmp_path):
+    """Both RNG streams (the default one and the model-parallel one of split attention heads) resume."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_resume_worker, args=(str(packed), str(tmp_path), [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    config = json.loads((interrupted / "config.json").read_text())
+    assert config["model"]["dropout"] == 0.1 and config["tp"] == 2
+    expected = [r["loss"] for r in read_metrics(straight)]
+    got = [r["loss"] for r in read_metrics(interrupted)]
+    assert len(expected) == 6 and got == expected  # bit for bit
+    a, _ = unsharded_state_dict(straight)
+    b, _ = unsharded_state_dict(interrupted)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_resume_of_a_finished_run_says_so(packed, tmp_path, caplog):
     run = tmp_path / "run"
     train(_config(packed, run, max_steps=2, save_every=2))
