@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   install into .venv, then run the whole pipeline on the bundled samples
 #   make test   install into .venv (with test extras), then run the test suite
+#   make mutate mutation testing of the critical modules (not part of CI; see docs/testing.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ OUT ?= out/demo
 # elsewhere pip takes it from PyPI like any other dependency.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install mutate clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# Mutation testing (minutes to hours; not part of CI): MODULES="megatron minhash" limits the run.
+MODULES ?=
+mutate: $(VENV)/.installed
+	$(BIN)/cosmic-ray --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q -e ".[test,mutation]"
+	$(BIN)/python mutation/run.py $(MODULES)
 
 # The whole pipeline on the bundled samples: corpus -> tokenizer -> packed data -> training -> text.
 demo: $(VENV)/.installed
