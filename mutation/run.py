@@ -78,12 +78,12 @@ MODULES: dict[str, Module] = {
     "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py"], 300),
     "checkpoint": Module(
         "trainer/checkpoint.py",
-        ["tests/test_tensor_parallel.py", "tests/test_train.py", "-k",
-         "resharding or resume or rotation or dangling or trains_logs or tp2 or checkpoint"],
+        ["tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
+         "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
         420,
     ),
-    "parallel": Module("trainer/parallel.py",
-                       ["tests/test_tp_oracles.py", "tests/test_tensor_parallel.py", "tests/test_model.py"], 420),
+    "parallel": Module("trainer/parallel.py",  # fastest first: -x stops at the first failure
+                       ["tests/test_model.py", "tests/test_tp_oracles.py", "tests/test_tensor_parallel.py"], 420),
     "train-resume": Module(
         "trainer/train.py", ["tests/test_train.py", "-k", "resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
@@ -131,16 +131,14 @@ def write_config(name: str, module: Module) -> Path:
     return path
 
 
-TREE = OUT / "tree"  # the copy that is mutated: TREE/cpm is imported as `cpm` (PYTHONPATH=TREE)
-
-
-def copy_tree() -> Path:
-    """A fresh copy of the working tree's files (tracked and untracked, not ignored) at TREE/cpm,
-    so that the working tree itself is never mutated; ../shared is linked beside it."""
+def copy_tree(tree: Path) -> Path:
+    """A fresh copy of the working tree's files (tracked and untracked, not ignored) at ``tree/cpm``,
+    imported as ``cpm`` (PYTHONPATH=tree), so that the working tree itself is never mutated and
+    modules can run side by side; ../shared is linked beside it."""
     import shutil
 
-    package = TREE / "cpm"
-    shutil.rmtree(TREE, ignore_errors=True)
+    package = tree / "cpm"
+    shutil.rmtree(tree, ignore_errors=True)
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             check=True, capture_output=True).stdout.decode().split("\0")
     for name in filter(None, listed):
@@ -149,7 +147,7 @@ def copy_tree() -> Path:
             (package / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, package / name)
     if (REPO.parent / "shared").is_dir():
-        (TREE / "shared").symlink_to(REPO.parent / "shared")
+        (tree / "shared").symlink_to(REPO.parent / "shared")
     return package
 
 
@@ -191,20 +189,38 @@ def survivors(session: Path) -> list[str]:
     return found
 
 
-def run_module(name: str, module: Module, resume: bool) -> dict[str, object]:
+def sample_pending(session: Path, keep: int, seed: int = 0) -> int:
+    """Skip all but ``keep`` pending mutants, drawn at random (a score estimate for slow modules)."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+        skipped = set(pending) - set(random.Random(seed).sample(pending, min(keep, len(pending))))
+        db.set_multiple_results(sorted(skipped), WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+    log.info("%s: %d of %d pending mutants sampled", session.name, len(pending) - len(skipped), len(pending))
+    return len(pending)
+
+
+def run_module(name: str, module: Module, resume: bool, sample: int = 0) -> dict[str, object]:
     """Init (unless resuming), filter, run every pending mutant, and return the counts."""
-    package = copy_tree()
+    tree = OUT / f"tree-{name}"
+    package = copy_tree(tree)
     source = package / module.path
     original = source.read_bytes()
     config = write_config(name, module)
     session = OUT / f"{name}.sqlite"
-    env = dict(os.environ, PYTHONPATH=str(TREE), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     if not (resume and session.exists()):
         tool("cosmic-ray", "init", str(config), str(session), "--force", cwd=package, env=env)
         tool("cr-filter-operators", str(session), str(config), cwd=package, env=env)
         tool("cr-filter-pragma", str(session), cwd=package, env=env)
         if line_ranges(module):
             tool("cr-filter-lines", str(session), "--config", str(config), cwd=package, env=env)
+        candidates = sample_pending(session, sample) if sample else 0
+        (OUT / f"{name}-candidates.json").write_text(json.dumps(candidates))
     started = time.perf_counter()
     try:
         tool("cosmic-ray", "exec", str(config), str(session), cwd=package, env=env)
@@ -214,7 +230,7 @@ def run_module(name: str, module: Module, resume: bool) -> dict[str, object]:
             log.error("%s: restored the original after an interrupted run", module.path)
     counts = session_counts(session)
     scored = counts["killed"] + counts["survived"]
-    result = {"module": module.path, **counts, "score": counts["killed"] / scored if scored else None,
+    result = {"module": module.path, **counts, "sampled_from": json.loads((OUT / f"{name}-candidates.json").read_text()) or None, "score": counts["killed"] / scored if scored else None,
               "wall_s": round(time.perf_counter() - started), "tests": " ".join(module.tests)}
     (OUT / f"{name}-survivors.md").write_text("\n".join(survivors(session)) + "\n", "utf-8")
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
@@ -229,7 +245,8 @@ def write_summary() -> Path:
             continue
         r = json.loads(path.read_text("utf-8"))
         score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"
-        rows.append(f"| {r['module']} | {r['killed'] + r['survived']} | {r['killed']} | {r['survived']} | "
+        sampled = f" (sample of {r['sampled_from']})" if r.get("sampled_from") else ""
+        rows.append(f"| {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
                     f"{r['skipped']} | {score} | {r['wall_s']} | `{r['tests']}` |")
     path = OUT / "summary.md"
     path.write_text("\n".join(rows) + "\n", "utf-8")
@@ -248,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="example: python mutation/run.py megatron minhash")
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"modules to run (default: all): {', '.join(MODULES)}")
     parser.add_argument("--resume", action="store_true", help="continue existing sessions instead of starting afresh")
+    parser.add_argument("--sample", type=int, default=0, metavar="N",
+                        help="run only N mutants of each module, drawn at random (an estimate; default 0: all)")
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -259,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.modules or list(MODULES):
-        result = run_module(name, MODULES[name], args.resume)
+        result = run_module(name, MODULES[name], args.resume, args.sample)
         log.info("%s: %s", name, json.dumps(result))
     log.info("summary: %s", write_summary())
     return 0

@@ -155,3 +155,61 @@ def test_export_does_not_depend_on_the_chunk_size(tmp_path, chunk_rows):
     assert sequences == split_at_eod(used, eod)
     assert counters["documents"] == len(sequences)
     assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(used)
+
+
+def test_dtype_codes_and_the_uint16_boundary():
+    from cpm.pipeline.megatron import DTYPE_CODES, megatron_dtype
+
+    assert DTYPE_CODES == {np.dtype(t): code for code, t in SPEC_DTYPES.items()}
+    assert megatron_dtype(1 << 16) == np.uint16 and megatron_dtype(40000) == np.uint16  # ids 0..65535 fit
+    assert megatron_dtype((1 << 16) + 1) == np.int32
+
+
+def test_eod_id_0_is_an_eod_and_a_missing_one_is_an_error(tmp_path):
+    from cpm.errors import CpmError
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    stream = _random_stream(3, docs=20, eod=0)
+    sequences, _ = _export_stream(tmp_path, stream, 8, eod=0)
+    assert sequences == split_at_eod(stream[: ((len(stream) - 1) // 8) * 8 + 1], 0) and len(sequences) >= 19
+    write_stream_as_samples(tmp_path / "no-eod", stream, seq_len=8, vocab_size=30000, eod=-1)
+    paths = split_shard_paths(tmp_path / "no-eod", "train")
+    with pytest.raises(CpmError, match=f"^{paths[0]}: the shard metadata has no eod_id"):
+        export_megatron(paths, tmp_path / "meg2" / "data", progress=False)
+    assert not (tmp_path / "meg2").exists() or not any((tmp_path / "meg2").iterdir())
+
+
+def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(4, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
+    paths = split_shard_paths(tmp_path / "packed", "train")
+    export_megatron(paths, tmp_path / "a" / "b" / "data", progress=False)
+    assert "export" not in capsys.readouterr().err
+    export_megatron(paths, tmp_path / "c" / "data", progress=True)
+    assert "export" in capsys.readouterr().err
+    assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A read error part-way: the error propagates, no output and no temporary file is left."""
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import SequenceShards, split_shard_paths
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(5, docs=40, eod=7), seq_len=4, vocab_size=30000, eod=7)
+    gather = SequenceShards.gather
+    calls = []
+
+    def failing_gather(self, indices):
+        calls.append(len(indices))
+        if len(calls) == 2:
+            raise OSError("disk read error")
+        return gather(self, indices)
+
+    monkeypatch.setattr(SequenceShards, "gather", failing_gather)
+    with pytest.raises(OSError, match="disk read error"):
+        export_megatron(split_shard_paths(tmp_path / "packed", "train"), tmp_path / "meg" / "data", progress=False,
+                        chunk_rows=8)
+    assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == []
