@@ -213,3 +213,10 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
         export_megatron(split_shard_paths(tmp_path / "packed", "train"), tmp_path / "meg" / "data", progress=False,
                         chunk_rows=8)
     assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == []
+
+
+def test_a_stream_without_a_finished_document_exports_none(tmp_path):
+    stream = list(range(100, 141))  # 5 samples of 8 tokens, no <eod>
+    sequences, counters = _export_stream(tmp_path, stream, 8, eod=7)
+    assert sequences == [] and counters["documents"] == 0 and counters["tokens"] == 0
+    assert counters["unfinished_tail_tokens"] == len(stream)
