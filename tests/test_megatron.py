@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -188,9 +189,13 @@ def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
     paths = split_shard_paths(tmp_path / "packed", "train")
     export_megatron(paths, tmp_path / "a" / "b" / "data", progress=False)
     assert "export" not in capsys.readouterr().err
-    export_megatron(paths, tmp_path / "c" / "data", progress=True)
+    export_megatron(paths, tmp_path / "c" / "data")  # the bar is on by default
     assert "export" in capsys.readouterr().err
     assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
+    (tmp_path / "c" / "data.idx").write_bytes(b"old")  # exporting again replaces a previous export
+    export_megatron(paths, tmp_path / "c" / "data", progress=False)
+    assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["data.bin", "data.idx"]
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -215,8 +220,32 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == []
 
 
-def test_a_stream_without_a_finished_document_exports_none(tmp_path):
-    stream = list(range(100, 141))  # 5 samples of 8 tokens, no <eod>
+@pytest.mark.parametrize("documents", [0, 1, 2])
+def test_streams_with_no_one_or_two_finished_documents(tmp_path, documents):
+    """The smallest indexes: sizes, pointers and the document index of 0, 1 and 2 entries."""
+    stream = list(range(100, 141))  # 5 samples of 8 tokens
+    for end in (9, 30)[:documents]:
+        stream[end] = 7
     sequences, counters = _export_stream(tmp_path, stream, 8, eod=7)
-    assert sequences == [] and counters["documents"] == 0 and counters["tokens"] == 0
-    assert counters["unfinished_tail_tokens"] == len(stream)
+    assert sequences == split_at_eod(stream, 7) and len(sequences) == documents == counters["documents"]
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(stream)
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The .bin is in place when renaming the .idx fails: that error propagates, nothing temporary stays."""
+    from cpm.pipeline import megatron
+
+    replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith(".idx"):
+            raise OSError("rename failed")
+        return replace(src, dst)
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(6, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
+    from cpm.trainer.data import split_shard_paths
+
+    monkeypatch.setattr(megatron.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        megatron.export_megatron(split_shard_paths(tmp_path / "packed", "train"), tmp_path / "meg" / "data", progress=False)
+    assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == ["data.bin"]
