@@ -79,7 +79,7 @@ MODULES: dict[str, Module] = {
     "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),
     "checkpoint": Module(
         "trainer/checkpoint.py",
-        ["tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
+        ["tests/test_checkpoint.py", "tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
          "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
         420,
     ),

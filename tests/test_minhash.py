@@ -160,3 +160,16 @@ def test_borderline_margin_follows_the_estimator():
     assert minhash.estimate_std(0.8, 128) == pytest.approx(0.0354, abs=1e-4)
     assert minhash.borderline_margin(0.8, 128) == pytest.approx(4 * 0.0354, abs=1e-3)
     assert minhash.borderline_margin(0.8, 512) == pytest.approx(minhash.borderline_margin(0.8, 128) / 2)
+
+
+def test_defaults_are_128_permutations_of_5_grams():
+    batch = minhash.signatures([ARTICLE, "甲乙"])
+    assert batch.shape == (2, 128)
+    np.testing.assert_array_equal(minhash.signature(ARTICLE), minhash.signatures([ARTICLE], 128, 5)[0])
+    np.testing.assert_array_equal(batch[0], minhash.signature(ARTICLE, 128, 5))
+
+
+def test_combining_marks_compose_before_hashing():
+    """A decomposed accent (e + U+0301) has the hashing form of the composed letter, and so the same shingles."""
+    assert minhash.normalize_for_hash("cafe\u0301") == minhash.normalize_for_hash("caf\u00e9") == "caf\u00e9"
+    assert minhash.normalize_for_hash("\u1100\u1161") == minhash.normalize_for_hash("\uac00")  # Hangul jamo
