@@ -173,3 +173,13 @@ def test_combining_marks_compose_before_hashing():
     """A decomposed accent (e + U+0301) has the hashing form of the composed letter, and so the same shingles."""
     assert minhash.normalize_for_hash("cafe\u0301") == minhash.normalize_for_hash("caf\u00e9") == "caf\u00e9"
     assert minhash.normalize_for_hash("\u1100\u1161") == minhash.normalize_for_hash("\uac00")  # Hangul jamo
+
+
+def test_signatures_and_digests_are_pinned():
+    """Signatures saved by one build are compared with a later build's (HASH_SCHEME): the values must not drift."""
+    assert minhash.HASH_SCHEME == "cpm-minhash-v1"
+    assert minhash.signature(ARTICLE)[:8].tolist() == [58554062, 97696359, 8199969, 21460069, 13238011, 57275064,
+                                                       24409965, 32606515]
+    assert minhash.signature("甲乙")[:4].tolist() == [738478411, 1074837305, 2288329075, 1960922195]
+    [digest] = minhash.sign_batch([ARTICLE])[1]
+    assert digest.hex() == "25d2273399e60889930d184ee8e97bbe"
