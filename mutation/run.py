@@ -84,7 +84,8 @@ MODULES: dict[str, Module] = {
         420,
     ),
     "parallel": Module("trainer/parallel.py",  # fastest first: -x stops at the first failure
-                       ["tests/test_model.py", "tests/test_tp_oracles.py", "tests/test_tensor_parallel.py"], 420),
+                       ["tests/test_parallel.py", "tests/test_model.py", "tests/test_tp_oracles.py",
+                        "tests/test_tensor_parallel.py"], 420),
     "train-resume": Module(
         "trainer/train.py", ["tests/test_train.py", "-k", "resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
