@@ -183,3 +183,15 @@ def test_signatures_and_digests_are_pinned():
     assert minhash.signature("甲乙")[:4].tolist() == [738478411, 1074837305, 2288329075, 1960922195]
     [digest] = minhash.sign_batch([ARTICLE])[1]
     assert digest.hex() == "25d2273399e60889930d184ee8e97bbe"
+
+
+def test_code_points_whose_nfkc_is_several_are_expanded():
+    assert minhash.normalize_for_hash("ﬁle ㍿") == "file株式会社"  # a ligature, a squared word
+    assert minhash.exact_jaccard("ﬁnance", "finance") == 1.0
+
+
+def test_signature_sizes_must_be_positive():
+    for options in (dict(num_perm=0), dict(ngram=0), dict(num_perm=-1)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            minhash.signatures([ARTICLE], **options)
+    assert minhash.signatures([ARTICLE], num_perm=1, ngram=1).shape == (1, 1)
