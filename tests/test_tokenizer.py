@@ -284,7 +284,8 @@ def test_bad_tokenizer_paths(tmp_path, lossless):
     with pytest.raises(CpmError, match="checksum does not match"):
         Tokenizer.load(newer)
     # the model file inside a tokenizer directory loads as that directory (lossless, not cpm)
-    assert Tokenizer.load(Path(lossless.path) / "tokenizer.model").mode == "lossless"
+    inside = Tokenizer.load(Path(lossless.path) / "tokenizer.model")
+    assert inside.mode == "lossless" and inside.path == lossless.path and inside.config == lossless.config
 
 
 def test_lossless_model_copied_out_of_its_directory_stays_lossless(lossless, cpm_trained, cpm1, tmp_path):
