@@ -50,3 +50,21 @@ def test_keep_0_keeps_every_checkpoint(tmp_path):
         (tmp_path / f"step-{step:06d}").mkdir()
     assert rotated_checkpoints(tmp_path, tmp_path / "step-000003", keep=0) == []
     assert rotated_checkpoints(tmp_path, tmp_path / "step-000003", keep=1) == [tmp_path / "step-000001", tmp_path / "step-000002"]
+
+
+def test_a_truncated_shard_is_a_one_line_error(tmp_path):
+    from cpm.errors import CpmError
+    from cpm.trainer.checkpoint import load_model
+
+    model, optimizer = _trained(TrainConfig())
+    state = {"step": 1, "tokens_seen": 0, "scaler": None, "rng": None, "loader": None}
+    ckpt = save_checkpoint(tmp_path / "run", 1, model, optimizer, state, {}, ParallelContext())
+    shard = ckpt / "model-tp00-of-01.pt"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CpmError) as error:
+        load_model(tmp_path / "run")
+    message = str(error.value)
+    assert message.startswith(f"{shard}: cannot read checkpoint shard (") and "\n" not in message
+    shard.unlink()
+    with pytest.raises(CpmError, match="missing checkpoint shard"):
+        load_model(tmp_path / "run")
