@@ -388,3 +388,10 @@ def test_cli_errors(tmp_path, capsys, lossless):
     assert f"{bad}:1: expected an object with an \"ids\" list" in err and err.count(f"{bad}:1:") == 1
     assert main(["tokenizer", "info", str(tmp_path / "missing")]) == 1
     assert "no such tokenizer" in capsys.readouterr().err
+
+
+def test_lossless_mode_needs_byte_pieces(cpm1):
+    with pytest.raises(CpmError, match=r"^vocab/chinese_vocab\.model: a lossless tokenizer needs the 256 byte pieces"):
+        Tokenizer(cpm1._model_proto, "lossless", path="vocab/chinese_vocab.model")
+    with pytest.raises(CpmError, match=r"^model: a lossless tokenizer needs"):
+        Tokenizer(cpm1._model_proto, "lossless")
