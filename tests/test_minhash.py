@@ -167,6 +167,7 @@ def test_defaults_are_128_permutations_of_5_grams():
     assert batch.shape == (2, 128)
     np.testing.assert_array_equal(minhash.signature(ARTICLE), minhash.signatures([ARTICLE], 128, 5)[0])
     np.testing.assert_array_equal(batch[0], minhash.signature(ARTICLE, 128, 5))
+    np.testing.assert_array_equal(minhash.sign_batch([ARTICLE])[0][0], batch[0])
 
 
 def test_combining_marks_compose_before_hashing():

@@ -274,3 +274,20 @@ def test_torchrun_tp2_on_cpu(packed, tmp_path):
     assert (step / "model-tp00-of-02.pt").is_file() and (step / "model-tp01-of-02.pt").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["tp"] == 2 and config["world"] == 2 and config["dp"] == 1
+
+
+def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path):
+    from cpm.trainer.train import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
+    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == lines
+    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
+    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
+    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
+    truncate_metrics(path, 1)
+    assert path.read_text().splitlines() == [lines[0], lines[2]]
+    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
+    assert not (tmp_path / "missing.jsonl").exists()
