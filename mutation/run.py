@@ -87,7 +87,7 @@ MODULES: dict[str, Module] = {
                        ["tests/test_parallel.py", "tests/test_model.py", "tests/test_tp_oracles.py",
                         "tests/test_tensor_parallel.py"], 420),
     "train-resume": Module(
-        "trainer/train.py", ["tests/test_train.py", "-k", "resume"], 420,
+        "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
     ),
     "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
