@@ -91,6 +91,12 @@ MODULES: dict[str, Module] = {
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
     ),
     "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
+    # the pure functions of dedup.py against the tests that need no Beam pipeline (seconds, not minutes)
+    "dedup-core": Module(
+        "pipeline/dedup.py", ["tests/test_dedup.py", "-k", "bloom_filter or node_keys or large_star or bucket_pairs"], 120,
+        functions=("_short_hash", "node_key", "key_id", "is_old", "bucket_pairs", "large_star", "small_star",
+                   "bloom_positions", "bloom_contains"),
+    ),
 }
 
 
