@@ -196,3 +196,8 @@ def test_signature_sizes_must_be_positive():
         with pytest.raises(ValueError, match="must be >= 1"):
             minhash.signatures([ARTICLE], **options)
     assert minhash.signatures([ARTICLE], num_perm=1, ngram=1).shape == (1, 1)
+
+
+def test_exact_jaccard_uses_5_grams_by_default():
+    a, b = "甲乙丙丁戊己庚辛", "甲乙丙丁戊己庚子"
+    assert minhash.exact_jaccard(a, b) == minhash.exact_jaccard(a, b, 5) == substring_jaccard(a, b, 5) != substring_jaccard(a, b, 4)

@@ -276,8 +276,10 @@ def test_torchrun_tp2_on_cpu(packed, tmp_path):
     assert config["tp"] == 2 and config["world"] == 2 and config["dp"] == 1
 
 
-def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path):
+def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
     from cpm.trainer.train import truncate_metrics
+
+    caplog.set_level("INFO", logger="cpm")
 
     path = tmp_path / "metrics.jsonl"
     lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
@@ -289,5 +291,22 @@ def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path):
     assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
     truncate_metrics(path, 1)
     assert path.read_text().splitlines() == [lines[0], lines[2]]
+    assert "dropped 2 records after step 1" in caplog.text
     truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
     assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):
+    """fp16 (CPU autocast): the loss scaler's state resumes too; a later fp32 resume of that run works."""
+    options = dict(precision="fp16", max_steps=4, save_every=2)
+    train(_config(packed, tmp_path / "straight", **options))
+    train(_config(packed, tmp_path / "interrupted", stop_at=2, **options))
+    train(_config(packed, tmp_path / "interrupted", resume=True, **options))
+
+    def scaler(run: Path) -> dict:
+        return torch.load(run / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)["scaler"]
+
+    assert scaler(tmp_path / "straight") == scaler(tmp_path / "interrupted") and scaler(tmp_path / "straight")["good_steps"] == 4
+    assert [r["loss"] for r in read_metrics(tmp_path / "interrupted")] == [r["loss"] for r in read_metrics(tmp_path / "straight")]
+    summary = train(_config(packed, tmp_path / "interrupted", resume=True, **(options | dict(precision="fp32", max_steps=5))))
+    assert summary["steps"] == 5
