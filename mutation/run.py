@@ -246,20 +246,28 @@ def run_module(name: str, module: Module, resume: bool, sample: int = 0, rerun: 
         if source.read_bytes() != original:  # an interrupted run must not leave a mutant behind
             source.write_bytes(original)
             log.error("%s: restored the original after an interrupted run", module.path)
+    return report(name, module, round(time.perf_counter() - started))
+
+
+def report(name: str, module: Module, wall_s: int | None = None) -> dict[str, object]:
+    """Counts, score and survivors of a module's session, written to ``<name>.json`` and ``<name>-survivors.md``."""
+    session = OUT / f"{name}.sqlite"
     counts = session_counts(session)
     scored = counts["killed"] + counts["survived"]
     candidates = OUT / f"{name}-candidates.json"
     sampled_from = json.loads(candidates.read_text()) if candidates.exists() else 0
+    previous = OUT / f"{name}.json"
+    if wall_s is None and previous.exists():
+        wall_s = json.loads(previous.read_text("utf-8")).get("wall_s")
     result = {"module": module.path, **counts, "sampled_from": sampled_from or None,
-              "score": counts["killed"] / scored if scored else None,
-              "wall_s": round(time.perf_counter() - started), "tests": " ".join(module.tests)}
+              "score": counts["killed"] / scored if scored else None, "wall_s": wall_s, "tests": " ".join(module.tests)}
     (OUT / f"{name}-survivors.md").write_text("\n".join(survivors(session)) + "\n", "utf-8")
-    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    previous.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     return result
 
 
 def write_summary() -> Path:
-    rows = ["| module | mutants | killed | survived | skipped | score | wall s | tests |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | module | mutants tested | killed | survived | not run | score | wall s |", "|---|---|---|---|---|---|---|---|"]
     for name in MODULES:
         path = OUT / f"{name}.json"
         if not path.exists():
@@ -267,8 +275,8 @@ def write_summary() -> Path:
         r = json.loads(path.read_text("utf-8"))
         score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"
         sampled = f" (sample of {r['sampled_from']})" if r.get("sampled_from") else ""
-        rows.append(f"| {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
-                    f"{r['skipped']} | {score} | {r['wall_s']} | `{r['tests']}` |")
+        rows.append(f"| {name} | {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
+                    f"{r['pending']} | {score} | {r['wall_s']} |")
     path = OUT / "summary.md"
     path.write_text("\n".join(rows) + "\n", "utf-8")
     return path
@@ -291,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0, metavar="N",
                         help="run only N mutants of each module, drawn at random (an estimate; default 0: all)")
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
+    parser.add_argument("--report", action="store_true", help="only summarise the existing sessions (also unfinished ones)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     unknown = [m for m in args.modules if m not in MODULES]
@@ -300,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         list_modules()
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        for name in args.modules or list(MODULES):
+            if (OUT / f"{name}.sqlite").exists():
+                log.info("%s: %s", name, json.dumps(report(name, MODULES[name])))
+        log.info("summary: %s", write_summary())
+        return 0
     for name in args.modules or list(MODULES):
         result = run_module(name, MODULES[name], args.resume or args.rerun_survivors, args.sample, args.rerun_survivors)
         log.info("%s: %s", name, json.dumps(result))
