@@ -116,8 +116,9 @@ def test_lsh_bands_for_the_default_threshold():
     assert lsh_recall(0.8, 25, 5) == pytest.approx(0.99995, abs=1e-5)
     assert lsh_recall(0.8, 18, 7) < 0.999
     assert minhash.lsh_bands(0.01, 16) == (16, 1)  # not even 1 row per band reaches 0.999: the most bands
-    with pytest.raises(ValueError):
-        minhash.lsh_bands(0.8, 128, min_recall=1.0)
+    for recall in (1.0, 0.0, -0.5):
+        with pytest.raises(ValueError, match="min_recall must be in"):
+            minhash.lsh_bands(0.8, 128, min_recall=recall)
 
 
 def test_higher_thresholds_give_more_rows_per_band():
