@@ -382,6 +382,9 @@ def test_bucket_pairs_bounds_work_in_large_buckets():
     assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
     other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
     assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
+    (a, _), (b, _) = sorted(members[:2])
+    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
+    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
 
 
 def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_path, first):
