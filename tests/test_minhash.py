@@ -202,3 +202,17 @@ def test_signature_sizes_must_be_positive():
 def test_exact_jaccard_uses_5_grams_by_default():
     a, b = "甲乙丙丁戊己庚辛", "甲乙丙丁戊己庚子"
     assert minhash.exact_jaccard(a, b) == minhash.exact_jaccard(a, b, 5) == substring_jaccard(a, b, 5) != substring_jaccard(a, b, 4)
+
+
+def test_a_signature_is_the_minimum_over_every_shingle():
+    """MinHash of a set is the element-wise minimum of its members' MinHashes: with 5-grams,
+    "甲乙丙丁戊己" has exactly the shingles "甲乙丙丁戊" and "乙丙丁戊己" (each a one-shingle text)."""
+    whole, first, last = minhash.signatures(["甲乙丙丁戊己", "甲乙丙丁戊", "乙丙丁戊己"])
+    np.testing.assert_array_equal(whole, np.minimum(first, last))
+    assert not np.array_equal(whole, first) and not np.array_equal(whole, last)
+
+
+def test_thresholds_must_be_inside_0_1():
+    for threshold in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="threshold must be in"):
+            minhash.lsh_bands(threshold, 128)
