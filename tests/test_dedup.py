@@ -438,3 +438,16 @@ def test_too_few_component_rounds_warn_and_never_remove_a_whole_cluster(tmp_path
     assert stats["unconverged_nodes"] > 0 and "did not converge" in caplog.text
     assert ids[0] in result["kept"]  # the cluster's smallest key always survives
     assert len(result["kept"]) + len(result["rejected"]) == len(docs)
+
+
+def test_node_keys_clamp_lengths_and_pairs_at_the_threshold_or_with_one_old_document():
+    assert node_key("a", 0, "o") == node_key("a", -5, "o") > node_key("a", 1, "o")  # 0 chars: the last, not below
+    assert key_id(node_key("a", -5, "o")) == "a"
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    other = base.copy()
+    other[:32] += 1  # 96 of 128 min-hashes equal: an estimate of exactly 0.75
+    new, old = node_key("n", 10, "o"), node_key("o", 10, None, old=True)
+    assert list(bucket_pairs([(new, base.tobytes()), (node_key("m", 10, "o"), other.tobytes())], 0.75, 128)) == [
+        (min(new, node_key("m", 10, "o")), max(new, node_key("m", 10, "o")), 0.75)]  # at the threshold: a pair
+    assert list(bucket_pairs([(new, base.tobytes()), (old, base.tobytes())], 0.8, 128)) == [(old, new, 1.0)]
