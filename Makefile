@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   install into .venv, then run the whole pipeline on the bundled samples
 #   make test   install into .venv (with the test and dask extras), then run the test suite
+#   make mutate mutation testing of the critical modules (not part of CI; see docs/testing.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ TORCH ?= torch==2.13.0
 LOCK ?= requirements.lock
 UV ?= uv==0.13.9
 
-.PHONY: demo test install chromium clean lock test-latest
+.PHONY: demo test install chromium mutate clean lock test-latest
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,12 @@ chromium:
 
 test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
+
+# Mutation testing (minutes to hours; not part of CI): MODULES="megatron minhash" limits the run.
+MODULES ?=
+mutate: $(VENV)/.installed
+	$(BIN)/cosmic-ray --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q -e ".[test,mutation]"
+	$(BIN)/python mutation/run.py $(MODULES)
 
 # The whole pipeline on the bundled samples: corpus -> tokenizer -> packed data -> training -> text.
 demo: $(VENV)/.installed

@@ -95,9 +95,15 @@ def write_metadata(prefix: str, data: Any, shard_paths: Sequence[Path], counters
 
 
 def export_megatron(
-    shard_paths: Sequence[str | os.PathLike[str]], prefix: str | os.PathLike[str], progress: bool = True
+    shard_paths: Sequence[str | os.PathLike[str]],
+    prefix: str | os.PathLike[str],
+    progress: bool = True,
+    chunk_rows: int = 4096,
 ) -> dict[str, Any]:
-    """Write ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json`` from sequence shards (in pack order); return counters."""
+    """Write ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json`` from sequence shards (in pack order); return counters.
+
+    Samples are read ``chunk_rows`` at a time (bounded memory); the output does not depend on it.
+    """
     from tqdm import tqdm
 
     from cpm.trainer.data import SequenceShards
@@ -113,7 +119,7 @@ def export_megatron(
     sizes: list[np.ndarray] = []
     carry = np.zeros(0, dtype=np.int64)
     tokens_written = 0
-    chunk = 4096
+    chunk = chunk_rows
     try:
         with open(bin_tmp, "wb") as out, tqdm(total=data.num_samples, desc="export", unit="sample", disable=not progress) as bar:
             for start in range(0, data.num_samples, chunk):

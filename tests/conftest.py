@@ -1,7 +1,12 @@
-"""Shared fixtures: paths to the read-only real data in ../shared (skipped when absent)."""
+"""Shared fixtures: paths to the read-only real data in ../shared.
+
+A test that needs missing shared data is skipped on a developer machine; under ``CI=true`` it
+fails, so that a CI run without the data cannot pass by skipping.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,10 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def missing_shared_data(what: str) -> None:
+    """Skip (developer machine) or fail (``CI=true``) a test whose shared data is not there."""
+    message = f"{what} is not present"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: tests that need ../shared must run in CI)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared is not present")
+        missing_shared_data("../shared")
     return SHARED
 
 
@@ -21,7 +34,7 @@ def shared_dir() -> Path:
 def zh_dir(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "zh"
     if not path.is_dir():
-        pytest.skip("../shared/data/zh is not present")
+        missing_shared_data("../shared/data/zh")
     return path
 
 
@@ -29,7 +42,7 @@ def zh_dir(shared_dir: Path) -> Path:
 def cpm1_model(shared_dir: Path) -> Path:
     path = shared_dir / "data" / "cpm1" / "chinese_vocab.model"
     if not path.is_file():
-        pytest.skip("../shared/data/cpm1/chinese_vocab.model is not present")
+        missing_shared_data("../shared/data/cpm1/chinese_vocab.model")
     return path
 
 

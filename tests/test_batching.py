@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
+
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -73,5 +78,20 @@ def test_fixed_batches_and_bucket_counts():
     fn.start_bundle()
     batches = [b for x in range(7) for b in fn.process(x)] + [wv.value for wv in fn.finish_bundle()]
     assert batches == [[0, 1, 2], [3, 4, 5], [6]]
-    assert bucket_of("中文", 16) == bucket_of("中文", 16)  # stable, not salted like hash()
     assert shuffle_buckets(0) == 16 and shuffle_buckets(10 * 2**30) == 320
+
+
+BUCKET_KEYS = ["中文", "doc-1", b"\x00\xff", 12345, ("news", 3)]
+
+
+def test_bucket_of_is_the_same_in_every_process():
+    """Other interpreters with other hash salts (``PYTHONHASHSEED``) put every key in the same bucket."""
+    here = [bucket_of(key, 1000) for key in BUCKET_KEYS]
+    assert len(set(here)) >= 4  # spread, not all in one bucket
+    code = "from cpm.pipeline.batching import bucket_of; import sys; " \
+           f"print([bucket_of(k, 1000) for k in {BUCKET_KEYS!r}])"
+    for salt in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=salt)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert ast.literal_eval(out.stdout.strip()) == here, salt
+    assert all(0 <= b < 7 for b in (bucket_of(key, 7) for key in BUCKET_KEYS))

@@ -29,9 +29,19 @@ def record(text: str, source: str = "news", **kw) -> RawRecord:
 
 
 def test_every_source_has_a_valid_config_and_steps_have_unique_names():
+    from pathlib import Path
+
+    fields = set(CleanConfig().to_dict())
     for source in SOURCES:
+        # read with json, not with the loader under test: every field is set, and set as loaded
+        data = json.loads((Path(clean.__file__).parent / "configs" / f"{source}.json").read_text("utf-8"))
+        assert set(data) == fields | {"_doc"} and data["_doc"].strip(), source
         config = default_config(source)
-        assert isinstance(config, CleanConfig)
+        assert config.to_dict() == {k: v for k, v in data.items() if k != "_doc"}, source
+        assert 0 < config.min_chars < config.max_chars <= config.max_record_chars, source
+        assert all(0 <= x <= 1 for x in (config.min_cjk_ratio, config.max_dup_line_frac, config.min_language_score,
+                                         config.max_bad_word_density)), source
+        assert all(0 < v < 1 for v in {**config.top_char_ngrams, **config.dup_char_ngrams}.values()), source
     assert len(set(STEP_NAMES)) == len(STEP_NAMES)
     assert "cjk_ratio" in STEP_NAMES and "pii_masking" in STEP_NAMES
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
 
 from cpm import __version__
+from cpm.errors import CpmError
 from cpm.cli import app, cli_command, main
 
 
@@ -91,8 +93,13 @@ def test_unknown_option_is_one_line_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_debug_shows_traceback(tmp_path) -> None:
-    with pytest.raises(Exception):
-        main(["--debug", "shards", "inspect", str(tmp_path / "missing")])
+    missing = tmp_path / "missing"
+    with pytest.raises(CpmError, match=str(missing)):  # main() re-raises instead of printing one line
+        main(["--debug", "shards", "inspect", str(missing)])
+    proc = subprocess.run([console_script(), "--debug", "shards", "inspect", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Traceback (most recent call last):")
+    assert f"cpm.errors.ShardError: {missing}: no such shard" in proc.stderr  # a CpmError, in full
 
 
 def test_debug_after_the_command_is_a_one_line_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,85 +116,3 @@ def test_root_flags_take_no_value_in_help(capsys: pytest.CaptureFixture[str]) ->
     assert "<bool>" not in "".join(line for line in out.splitlines() if "--debug" in line or "--version" in line)
 
 
-def test_console_script_and_module_entry_points() -> None:
-    out = subprocess.run([sys.executable, "-m", "cpm", "--version"], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == f"cpm {__version__}"
-
-
-# -- no output inside an input (and no input inside the output) ----------------------------------
-
-
-def _click_command(path: list[str]):
-    command = typer.main.get_command(app)
-    for name in path:
-        command = command.commands[name]
-    return command
-
-
-def io_commands() -> list[list[str]]:
-    """Every command with both --input and --output."""
-    found = []
-    for path in all_commands():
-        opts = {opt for param in _click_command(path).params for opt in getattr(param, "opts", ())}
-        if {"--input", "--output"} <= opts:
-            found.append(path)
-    return found
-
-
-def _dummy_required(path: list[str]) -> list[str]:
-    """Plausible values for a command's other required parameters (the check runs before they are used)."""
-    args: list[str] = []
-    for param in _click_command(path).params:
-        if not param.required or set(getattr(param, "opts", ())) & {"--input", "--output"}:
-            continue
-        value = "1"  # reads as a number or a text
-        args += [value] if param.param_type_name == "argument" else [param.opts[0], value]
-    return args
-
-
-def test_the_io_commands_are_found() -> None:
-    names = {" ".join(p) for p in io_commands()}
-    assert {"corpus build", "tokenizer train", "tokenizer encode", "data pack", "data export-megatron", "train"} <= names
-
-
-@pytest.mark.parametrize("path", io_commands(), ids=lambda p: " ".join(p))
-def test_output_inside_an_input_is_refused(path: list[str], tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    (inputs / "a.jsonl").write_text('{"text": "x"}\n', encoding="utf-8")
-    cases = [
-        (str(inputs), str(inputs / "out"), "lies inside the --input"),  # output inside an input directory
-        (str(inputs / "*.jsonl"), str(inputs / "out"), "lies inside the --input"),  # ... a glob's directory
-        (str(inputs / "a.jsonl"), str(inputs / "a.jsonl"), "is the --input"),  # the input file itself
-        (str(inputs / "a.jsonl"), str(tmp_path), "lies inside the --output"),  # an input inside the output
-    ]
-    for given, output, message in cases:
-        assert main([*path, *_dummy_required(path), "--input", given, "--output", output]) == 1
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (given, output, err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] and sorted(p.name for p in inputs.iterdir()) == ["a.jsonl"]
-
-
-def test_paths_beside_each_other_are_accepted(tmp_path) -> None:
-    from cpm.paths import check_separate
-
-    (tmp_path / "in").mkdir()
-    (tmp_path / "data.jsonl").write_text("{}\n")
-    check_separate([str(tmp_path / "in"), f"news={tmp_path / 'data.jsonl'}"], tmp_path / "out")
-    check_separate([str(tmp_path / "data.jsonl")], tmp_path / "data-out")  # beside an input file
-    check_separate(["-", "gs://bucket/in"], "-")
-    with pytest.raises(Exception, match="lies inside the --input news="):
-        check_separate([f"news={tmp_path / 'in'}"], tmp_path / "in" / "out")
-
-
-def test_train_defaults_shown_are_the_real_ones() -> None:
-    from cpm.trainer.train import TRAIN_DEFAULTS, TrainConfig
-
-    train = typer.main.get_command(app).commands["train"]
-    config = TrainConfig()
-    for param in train.params:
-        shown = param.show_default
-        if isinstance(shown, str) and re.fullmatch(r"[\d.e-]+", shown) and hasattr(config, param.name):
-            assert float(shown) == float(getattr(config, param.name)), param.name
-        if isinstance(shown, str) and shown.startswith("by --size: tiny "):
-            assert float(shown.split()[3].rstrip(",")) == TRAIN_DEFAULTS["tiny"][param.name], param.name

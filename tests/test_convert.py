@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from pathlib import Path
 
@@ -279,6 +280,49 @@ def test_megatron_writer_round_trip(setup, tmp_path):
     back, back_config = unsharded_state_dict(tmp_path / "back")
     assert back_config.to_dict() | {"dropout": 0.0} == config.to_dict()  # imports get CPM-1's dropout 0.1
     assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_megatron_writer_layout_of_a_hand_built_state_dict(tmp_path):
+    """Every tensor of each model-parallel file, against slices written out by hand (d_model 4,
+    2 heads, d_ff 8, vocabulary 5 padded to 8 rows at mp=2 and vocab_multiple 2)."""
+    from cpm.trainer.convert import write_megatron_checkpoint
+
+    shapes = {"wte.weight": (5, 4), "wpe.weight": (3, 4), "ln_f.weight": (4,), "ln_f.bias": (4,),
+              "h.0.ln_1.weight": (4,), "h.0.ln_1.bias": (4,), "h.0.attn.c_attn.weight": (12, 4),
+              "h.0.attn.c_attn.bias": (12,), "h.0.attn.c_proj.weight": (4, 4), "h.0.attn.c_proj.bias": (4,),
+              "h.0.ln_2.weight": (4,), "h.0.ln_2.bias": (4,), "h.0.mlp.c_fc.weight": (8, 4), "h.0.mlp.c_fc.bias": (8,),
+              "h.0.mlp.c_proj.weight": (4, 8), "h.0.mlp.c_proj.bias": (4,)}
+    state = {name: torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape) + 1000 * i
+             for i, (name, shape) in enumerate(shapes.items())}  # every value different
+    write_megatron_checkpoint(state, tmp_path / "meg", mp=2, iteration=3, vocab_multiple=2, padding_fill=-1.0)
+    assert (tmp_path / "meg" / "latest_checkpointed_iteration.txt").read_text().strip() == "3"
+    qkv_rows = [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]  # rank r: its head of Q, of K and of V
+    wte = torch.cat([state["wte.weight"], torch.full((3, 4), -1.0)])
+    for rank in range(2):
+        saved = torch.load(tmp_path / "meg" / "3" / f"mp_rank_{rank:02d}_model_states.pt", weights_only=True)
+        assert (saved["mp_world_size"], saved["iteration"]) == (2, 3)
+        half = slice(2 * rank, 2 * rank + 2)
+        expected = {
+            "word_embeddings.weight": wte[4 * rank : 4 * rank + 4],
+            "position_embeddings.weight": state["wpe.weight"],
+            "transformer.final_layernorm.weight": state["ln_f.weight"],
+            "transformer.final_layernorm.bias": state["ln_f.bias"],
+            "transformer.layers.0.input_layernorm.weight": state["h.0.ln_1.weight"],
+            "transformer.layers.0.input_layernorm.bias": state["h.0.ln_1.bias"],
+            "transformer.layers.0.attention.query_key_value.weight": state["h.0.attn.c_attn.weight"][qkv_rows[rank]],
+            "transformer.layers.0.attention.query_key_value.bias": state["h.0.attn.c_attn.bias"][qkv_rows[rank]],
+            "transformer.layers.0.attention.dense.weight": state["h.0.attn.c_proj.weight"][:, half],
+            "transformer.layers.0.attention.dense.bias": state["h.0.attn.c_proj.bias"],
+            "transformer.layers.0.post_attention_layernorm.weight": state["h.0.ln_2.weight"],
+            "transformer.layers.0.post_attention_layernorm.bias": state["h.0.ln_2.bias"],
+            "transformer.layers.0.mlp.dense_h_to_4h.weight": state["h.0.mlp.c_fc.weight"][4 * rank : 4 * rank + 4],
+            "transformer.layers.0.mlp.dense_h_to_4h.bias": state["h.0.mlp.c_fc.bias"][4 * rank : 4 * rank + 4],
+            "transformer.layers.0.mlp.dense_4h_to_h.weight": state["h.0.mlp.c_proj.weight"][:, 4 * rank : 4 * rank + 4],
+            "transformer.layers.0.mlp.dense_4h_to_h.bias": state["h.0.mlp.c_proj.bias"],
+        }
+        assert set(saved["module"]) == set(expected)
+        for key, tensor in expected.items():
+            assert torch.equal(saved["module"][key], tensor), (rank, key)
 
 
 def test_export_with_the_cpm1_vocabulary(cpm1_model, tmp_path):

@@ -135,6 +135,11 @@ def shuffled(tmp_path_factory, docs) -> dict:
     return {"dir": out, **run_dedup(order, out, args=args)}
 
 
+def by_id(result: dict, doc_id: str) -> dict:
+    """The row of ``doc_id``, kept or rejected."""
+    return result["kept"].get(doc_id) or result["rejected"][doc_id]
+
+
 def survivor_of(result: dict, doc_id: str) -> str:
     return doc_id if doc_id in result["kept"] else result["rejected"][doc_id]["duplicate_of"]
 
@@ -163,10 +168,16 @@ def test_reposts_collapse_to_one_survivor_chosen_by_the_rule(first):
     family = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed", "art-web"]
     assert {survivor_of(first, d) for d in family} == {"art-web"}  # longest text, and from another source
     assert kept["art-web"]["dup_cluster_size"] == 6
-    # punctuation, script and whitespace variants are exact duplicates of the normalised text
-    for doc_id in ("art-copy", "art-halfwidth", "art-traditional", "art-reflowed"):
-        assert rejected[doc_id]["rule"] == RULE_EXACT or rejected["art"]["rule"] == RULE_EXACT
-    assert rejected["art"]["rule"] == RULE_NEAR or rejected["art"]["duplicate_of"] == "art-web"
+    # punctuation, script and whitespace variants are exact duplicates of the normalised text: the
+    # group's first node (the longest text) is its representative, a near duplicate of art-web;
+    # the four others are exact duplicates
+    exact_group = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed"]
+    assert len({minhash.normalize_for_hash(by_id(first, d)["text"]) for d in exact_group}) == 1
+    assert max(exact_group, key=lambda d: len(by_id(first, d)["text"])) == "art-reflowed"
+    assert rejected["art-reflowed"]["rule"] == RULE_NEAR
+    assert {d: rejected[d]["rule"] for d in exact_group if d != "art-reflowed"} == dict.fromkeys(
+        ["art", "art-copy", "art-halfwidth", "art-traditional"], RULE_EXACT)
+    assert {rejected[d]["duplicate_of"] for d in exact_group} == {"art-web"}
     # cross-source near duplicate with 1% typos: equal length, so the smaller id hash survives
     pair = sorted(["story", "story-typos"], key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())
     assert survivor_of(first, "story-typos") == survivor_of(first, "story") == pair[0]
@@ -371,6 +382,9 @@ def test_bucket_pairs_bounds_work_in_large_buckets():
     assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
     other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
     assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
+    (a, _), (b, _) = sorted(members[:2])
+    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
+    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
 
 
 def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_path, first):
@@ -424,3 +438,16 @@ def test_too_few_component_rounds_warn_and_never_remove_a_whole_cluster(tmp_path
     assert stats["unconverged_nodes"] > 0 and "did not converge" in caplog.text
     assert ids[0] in result["kept"]  # the cluster's smallest key always survives
     assert len(result["kept"]) + len(result["rejected"]) == len(docs)
+
+
+def test_node_keys_clamp_lengths_and_pairs_at_the_threshold_or_with_one_old_document():
+    assert node_key("a", 0, "o") == node_key("a", -5, "o") > node_key("a", 1, "o")  # 0 chars: the last, not below
+    assert key_id(node_key("a", -5, "o")) == "a"
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    other = base.copy()
+    other[:32] += 1  # 96 of 128 min-hashes equal: an estimate of exactly 0.75
+    new, old = node_key("n", 10, "o"), node_key("o", 10, None, old=True)
+    assert list(bucket_pairs([(new, base.tobytes()), (node_key("m", 10, "o"), other.tobytes())], 0.75, 128)) == [
+        (min(new, node_key("m", 10, "o")), max(new, node_key("m", 10, "o")), 0.75)]  # at the threshold: a pair
+    assert list(bucket_pairs([(new, base.tobytes()), (old, base.tobytes())], 0.8, 128)) == [(old, new, 1.0)]

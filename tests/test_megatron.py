@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -135,3 +136,136 @@ def test_metadata_json_beside_the_bin_and_idx(news_packed, tmp_path, capsys):
     _, sequences = read_megatron(prefix)
     assert (info["documents"], info["tokens"]) == (len(sequences), sum(map(len, sequences)))
     assert info["megatron_args"][:6] == ["--data-path", str(prefix), "--tokenizer-type", "NullTokenizer", "--vocab-size", str(tok.vocab_size)]
+def _export_stream(tmp_path: Path, stream: list[int], seq_len: int, eod: int, **options) -> tuple[list[list[int]], dict]:
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    packed = tmp_path / "packed"
+    write_stream_as_samples(packed, stream, seq_len=seq_len, vocab_size=30000, eod=eod)
+    prefix = tmp_path / "meg" / "data"
+    counters = export_megatron(split_shard_paths(packed, "train"), prefix, progress=False, **options)
+    return read_megatron(prefix)[1], counters
+
+
+def _random_stream(seed: int, docs: int, eod: int, max_len: int = 60) -> list[int]:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_len, size=docs)
+    return [t for n in lengths for t in [*rng.integers(8, 30000, size=int(n)).tolist(), eod]] + [123]
+
+
+def test_export_across_the_default_chunk_of_4096_samples(tmp_path):
+    """More than 4,096 samples: the stream is read in several chunks and rejoined exactly."""
+    eod, seq_len = 7, 4
+    stream = _random_stream(1, docs=1100, eod=eod)
+    samples = (len(stream) - 1) // seq_len
+    assert samples > 2 * 4096  # at least three chunks at the default size
+    sequences, counters = _export_stream(tmp_path, stream, seq_len, eod)
+    used = stream[: samples * seq_len + 1]
+    assert sequences == split_at_eod(used, eod)
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(used)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 5, 64])
+def test_export_does_not_depend_on_the_chunk_size(tmp_path, chunk_rows):
+    """Chunks of a few samples put documents, <eod> tokens and chunk ends at every relative position."""
+    eod, seq_len = 7, 6
+    stream = _random_stream(2, docs=60, eod=eod, max_len=15)
+    stream[seq_len * 3] = eod  # an <eod> that is the boundary token shared by samples 2 and 3
+    sequences, counters = _export_stream(tmp_path, stream, seq_len, eod, chunk_rows=chunk_rows)
+    used = stream[: ((len(stream) - 1) // seq_len) * seq_len + 1]
+    assert sequences == split_at_eod(used, eod)
+    assert counters["documents"] == len(sequences)
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(used)
+
+
+def test_dtype_codes_and_the_uint16_boundary():
+    from cpm.pipeline.megatron import DTYPE_CODES, megatron_dtype
+
+    assert DTYPE_CODES == {np.dtype(t): code for code, t in SPEC_DTYPES.items()}
+    assert megatron_dtype(1 << 16) == np.uint16 and megatron_dtype(40000) == np.uint16  # ids 0..65535 fit
+    assert megatron_dtype((1 << 16) + 1) == np.int32
+
+
+def test_eod_id_0_is_an_eod_and_a_missing_one_is_an_error(tmp_path):
+    from cpm.errors import CpmError
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    stream = _random_stream(3, docs=20, eod=0)
+    sequences, _ = _export_stream(tmp_path, stream, 8, eod=0)
+    assert sequences == split_at_eod(stream[: ((len(stream) - 1) // 8) * 8 + 1], 0) and len(sequences) >= 19
+    write_stream_as_samples(tmp_path / "no-eod", stream, seq_len=8, vocab_size=30000, eod=-1)
+    paths = split_shard_paths(tmp_path / "no-eod", "train")
+    with pytest.raises(CpmError, match=f"^{paths[0]}: the shard metadata has no eod_id"):
+        export_megatron(paths, tmp_path / "meg2" / "data", progress=False)
+    assert not (tmp_path / "meg2").exists() or not any((tmp_path / "meg2").iterdir())
+
+
+def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import split_shard_paths
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(4, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
+    paths = split_shard_paths(tmp_path / "packed", "train")
+    export_megatron(paths, tmp_path / "a" / "b" / "data", progress=False)
+    assert "export" not in capsys.readouterr().err
+    export_megatron(paths, tmp_path / "c" / "data")  # the bar is on by default
+    assert "export" in capsys.readouterr().err
+    assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
+    (tmp_path / "c" / "data.idx").write_bytes(b"old")  # exporting again replaces a previous export
+    export_megatron(paths, tmp_path / "c" / "data", progress=False)
+    assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["data.bin", "data.idx"]
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A read error part-way: the error propagates, no output and no temporary file is left."""
+    from cpm.pipeline.megatron import export_megatron
+    from cpm.trainer.data import SequenceShards, split_shard_paths
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(5, docs=40, eod=7), seq_len=4, vocab_size=30000, eod=7)
+    gather = SequenceShards.gather
+    calls = []
+
+    def failing_gather(self, indices):
+        calls.append(len(indices))
+        if len(calls) == 2:
+            raise OSError("disk read error")
+        return gather(self, indices)
+
+    monkeypatch.setattr(SequenceShards, "gather", failing_gather)
+    with pytest.raises(OSError, match="disk read error"):
+        export_megatron(split_shard_paths(tmp_path / "packed", "train"), tmp_path / "meg" / "data", progress=False,
+                        chunk_rows=8)
+    assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == []
+
+
+@pytest.mark.parametrize("documents", [0, 1, 2])
+def test_streams_with_no_one_or_two_finished_documents(tmp_path, documents):
+    """The smallest indexes: sizes, pointers and the document index of 0, 1 and 2 entries."""
+    stream = list(range(100, 141))  # 5 samples of 8 tokens
+    for end in (9, 30)[:documents]:
+        stream[end] = 7
+    sequences, counters = _export_stream(tmp_path, stream, 8, eod=7)
+    assert sequences == split_at_eod(stream, 7) and len(sequences) == documents == counters["documents"]
+    assert counters["tokens"] + counters["unfinished_tail_tokens"] == len(stream)
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The .bin is in place when renaming the .idx fails: that error propagates, nothing temporary stays."""
+    from cpm.pipeline import megatron
+
+    replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith(".idx"):
+            raise OSError("rename failed")
+        return replace(src, dst)
+
+    write_stream_as_samples(tmp_path / "packed", _random_stream(6, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
+    from cpm.trainer.data import split_shard_paths
+
+    monkeypatch.setattr(megatron.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename failed"):
+        megatron.export_megatron(split_shard_paths(tmp_path / "packed", "train"), tmp_path / "meg" / "data", progress=False)
+    assert sorted(p.name for p in (tmp_path / "meg").iterdir()) == ["data.bin"]

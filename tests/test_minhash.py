@@ -91,17 +91,34 @@ def test_whitespace_and_punctuation_never_change_a_signature(text):
     np.testing.assert_array_equal(minhash.signature(text, 32), minhash.signature(noisy, 32))
 
 
+def lsh_recall(similarity: float, bands: int, rows: int) -> float:
+    """The probability that banding makes a pair a candidate, written out here: 1 - (1 - s^r)^b."""
+    return 1.0 - (1.0 - similarity**rows) ** bands
+
+
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
 @pytest.mark.parametrize("num_perm", [64, 128, 256])
 def test_lsh_bands_are_derived_from_the_threshold(threshold, num_perm):
     bands, rows = minhash.lsh_bands(threshold, num_perm)
-    assert bands * rows <= num_perm
-    assert minhash.candidate_probability(threshold, bands, rows) >= 0.999
-    # one more row per band would miss the recall target
-    more = rows + 1
-    assert more > num_perm or minhash.candidate_probability(threshold, num_perm // more, more) < 0.999
-    assert minhash.candidate_probability(0.1, bands, rows) < 0.05 or threshold <= 0.6  # unrelated texts rarely meet
-    assert minhash.lsh_bands(threshold, num_perm, 0.95)[1] >= rows  # a lower recall target allows longer bands
+    # the most rows per band whose num_perm // rows bands still reach the recall target
+    best = max(r for r in range(1, num_perm + 1) if lsh_recall(threshold, num_perm // r, r) >= 0.999)
+    assert (bands, rows) == (num_perm // best, best)
+    assert lsh_recall(threshold, bands, rows) >= 0.999 and lsh_recall(threshold, num_perm // (rows + 1), rows + 1) < 0.999
+    assert lsh_recall(0.1, bands, rows) < 0.05 or threshold <= 0.6  # unrelated texts rarely meet
+    loose = max(r for r in range(1, num_perm + 1) if lsh_recall(threshold, num_perm // r, r) >= 0.95)
+    assert minhash.lsh_bands(threshold, num_perm, 0.95) == (num_perm // loose, loose)
+    for s in (0.0, 0.3, threshold, 0.99, 1.0):
+        assert minhash.candidate_probability(s, bands, rows) == pytest.approx(lsh_recall(s, bands, rows), abs=1e-12)
+
+
+def test_lsh_bands_for_the_default_threshold():
+    assert minhash.lsh_bands(0.8, 128) == (25, 5)  # 1 - (1 - 0.8^5)^25 = 0.99995
+    assert lsh_recall(0.8, 25, 5) == pytest.approx(0.99995, abs=1e-5)
+    assert lsh_recall(0.8, 18, 7) < 0.999
+    assert minhash.lsh_bands(0.01, 16) == (16, 1)  # not even 1 row per band reaches 0.999: the most bands
+    for recall in (1.0, 0.0, -0.5):
+        with pytest.raises(ValueError, match="min_recall must be in"):
+            minhash.lsh_bands(0.8, 128, min_recall=recall)
 
 
 def test_higher_thresholds_give_more_rows_per_band():
@@ -111,14 +128,91 @@ def test_higher_thresholds_give_more_rows_per_band():
         minhash.lsh_bands(1.0, 128)
 
 
-def test_exact_jaccard_matches_python_sets_and_borderline_margin_follows_the_estimator():
-    rng = random.Random(4)
-    text = random_text(rng, 600)
-    other = text[:250] + random_text(rng, 80) + text[330:]
-    set_a = set(minhash.shingle_hashes(text, 5).tolist())
-    set_b = set(minhash.shingle_hashes(other, 5).tolist())
-    assert minhash.exact_jaccard(text, other) == len(set_a & set_b) / len(set_a | set_b)
-    assert minhash.exact_jaccard("", "，。") == 1.0 and minhash.exact_jaccard("", text) == 0.0
+SIMPLIFIED = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员"
+
+
+def substring_jaccard(a: str, b: str, n: int) -> float:
+    """Jaccard of the plain sets of n-character substrings (a text shorter than n is one shingle)."""
+    def shingles(text: str) -> set[str]:
+        return {text[i : i + n] for i in range(len(text) - n + 1)} if len(text) >= n else ({text} if text else set())
+
+    set_a, set_b = shingles(a), shingles(b)
+    return 1.0 if not set_a | set_b else len(set_a & set_b) / len(set_a | set_b)
+
+
+@pytest.mark.parametrize("ngram", [1, 3, 5])
+def test_exact_jaccard_matches_plain_substring_sets(ngram):
+    rng = random.Random(4 + ngram)
+    pairs = [("甲乙", "甲乙丙"), ("甲乙", "甲乙"), ("", "子丑寅卯辰")]
+    for _ in range(30):
+        text = "".join(rng.choice(SIMPLIFIED[:40]) for _ in range(rng.randrange(0, 120)))  # a small alphabet: repeats
+        cut = rng.randrange(0, len(text) + 1)
+        other = text[:cut] + "".join(rng.choice(SIMPLIFIED) for _ in range(rng.randrange(0, 30))) + text[cut + rng.randrange(0, 20) :]
+        pairs.append((text, other))
+    for a, b in pairs:
+        assert minhash.normalize_for_hash(a) == a and minhash.normalize_for_hash(b) == b  # the hashing form is the text
+        assert minhash.exact_jaccard(a, b, ngram) == pytest.approx(substring_jaccard(a, b, ngram), abs=1e-12), (a, b)
+    # punctuation and spaces are not part of the hashing form, so not of the shingles
+    assert minhash.exact_jaccard("甲，乙 丙。丁戊", "甲乙丙丁戊", 3) == 1.0
+    assert minhash.exact_jaccard("", "，。") == 1.0 and minhash.exact_jaccard("", "甲乙丙丁戊己") == 0.0
+
+
+def test_borderline_margin_follows_the_estimator():
     assert minhash.estimate_std(0.8, 128) == pytest.approx(0.0354, abs=1e-4)
     assert minhash.borderline_margin(0.8, 128) == pytest.approx(4 * 0.0354, abs=1e-3)
     assert minhash.borderline_margin(0.8, 512) == pytest.approx(minhash.borderline_margin(0.8, 128) / 2)
+
+
+def test_defaults_are_128_permutations_of_5_grams():
+    batch = minhash.signatures([ARTICLE, "甲乙"])
+    assert batch.shape == (2, 128)
+    np.testing.assert_array_equal(minhash.signature(ARTICLE), minhash.signatures([ARTICLE], 128, 5)[0])
+    np.testing.assert_array_equal(batch[0], minhash.signature(ARTICLE, 128, 5))
+    np.testing.assert_array_equal(minhash.sign_batch([ARTICLE])[0][0], batch[0])
+
+
+def test_combining_marks_compose_before_hashing():
+    """A decomposed accent (e + U+0301) has the hashing form of the composed letter, and so the same shingles."""
+    assert minhash.normalize_for_hash("cafe\u0301") == minhash.normalize_for_hash("caf\u00e9") == "caf\u00e9"
+    assert minhash.normalize_for_hash("\u1100\u1161") == minhash.normalize_for_hash("\uac00")  # Hangul jamo
+
+
+def test_signatures_and_digests_are_pinned():
+    """Signatures saved by one build are compared with a later build's (HASH_SCHEME): the values must not drift."""
+    assert minhash.HASH_SCHEME == "cpm-minhash-v1"
+    assert minhash.signature(ARTICLE)[:8].tolist() == [58554062, 97696359, 8199969, 21460069, 13238011, 57275064,
+                                                       24409965, 32606515]
+    assert minhash.signature("甲乙")[:4].tolist() == [738478411, 1074837305, 2288329075, 1960922195]
+    [digest] = minhash.sign_batch([ARTICLE])[1]
+    assert digest.hex() == "25d2273399e60889930d184ee8e97bbe"
+
+
+def test_code_points_whose_nfkc_is_several_are_expanded():
+    assert minhash.normalize_for_hash("ﬁle ㍿") == "file株式会社"  # a ligature, a squared word
+    assert minhash.exact_jaccard("ﬁnance", "finance") == 1.0
+
+
+def test_signature_sizes_must_be_positive():
+    for options in (dict(num_perm=0), dict(ngram=0), dict(num_perm=-1)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            minhash.signatures([ARTICLE], **options)
+    assert minhash.signatures([ARTICLE], num_perm=1, ngram=1).shape == (1, 1)
+
+
+def test_exact_jaccard_uses_5_grams_by_default():
+    a, b = "甲乙丙丁戊己庚辛", "甲乙丙丁戊己庚子"
+    assert minhash.exact_jaccard(a, b) == minhash.exact_jaccard(a, b, 5) == substring_jaccard(a, b, 5) != substring_jaccard(a, b, 4)
+
+
+def test_a_signature_is_the_minimum_over_every_shingle():
+    """MinHash of a set is the element-wise minimum of its members' MinHashes: with 5-grams,
+    "甲乙丙丁戊己" has exactly the shingles "甲乙丙丁戊" and "乙丙丁戊己" (each a one-shingle text)."""
+    whole, first, last = minhash.signatures(["甲乙丙丁戊己", "甲乙丙丁戊", "乙丙丁戊己"])
+    np.testing.assert_array_equal(whole, np.minimum(first, last))
+    assert not np.array_equal(whole, first) and not np.array_equal(whole, last)
+
+
+def test_thresholds_must_be_inside_0_1():
+    for threshold in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="threshold must be in"):
+            minhash.lsh_bands(threshold, 128)

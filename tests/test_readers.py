@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from apache_beam.io.localfilesystem import LocalFileSystem
 from cpm.errors import CpmError
 from cpm.pipeline.readers import (
     derived_id,
@@ -572,14 +573,42 @@ def test_derived_ids_are_stable_and_unique(tmp_path):
     assert len(set(ids)) == 3 and ids == [r.id for r in read_all(path, "dialog")]
 
 
+class _RecordingFileSystem(LocalFileSystem):
+    """Beam's local file system under the scheme ``cpmtest://``, which only Beam can resolve;
+    it records every file it opens."""
+
+    opened: list = []
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "cpmtest"
+
+    def exists(self, path: str) -> bool:
+        return super().exists(path.removeprefix("cpmtest://"))
+
+    def open(self, path: str, *args, **kwargs):
+        handle = super().open(path.removeprefix("cpmtest://"), *args, **kwargs)
+        self.opened.append(handle)
+        return handle
+
+
 def test_read_input_opens_through_beam_filesystems(tmp_path):
-    """Closing the generator early closes the file; reading again gives the same records."""
+    """A path of a file system registered with Beam is read; closing the generator early closes the file."""
     path = tmp_path / "x.jsonl.zst"
-    path.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "zstd"}\n'))
-    generator = read_input(str(path), "news")
-    assert next(generator).text == "zstd"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "zstd"}\n{"text": "second"}\n'))
+    url = f"cpmtest://{path}"
+    _RecordingFileSystem.opened.clear()
+    generator = read_input(url, "news")
+    first = next(generator)
+    assert first.text == "zstd" and first.origin.startswith(url)
+    [handle] = _RecordingFileSystem.opened
+    assert not handle.closed
     generator.close()
-    assert [r.text for r in read_all(path, "news")] == ["zstd"]
+    assert handle.closed
+    assert [r.text for r in read_input(url, "news")] == ["zstd", "second"]
+    assert len(_RecordingFileSystem.opened) == 2 and _RecordingFileSystem.opened[1].closed
+    with pytest.raises(CpmError, match="no such input file"):
+        next(read_input(f"cpmtest://{tmp_path}/missing.jsonl", "news"))
 
 
 def test_wikitext_variant_flags_and_unclosed_templates() -> None:

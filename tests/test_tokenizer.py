@@ -284,7 +284,8 @@ def test_bad_tokenizer_paths(tmp_path, lossless):
     with pytest.raises(CpmError, match="checksum does not match"):
         Tokenizer.load(newer)
     # the model file inside a tokenizer directory loads as that directory (lossless, not cpm)
-    assert Tokenizer.load(Path(lossless.path) / "tokenizer.model").mode == "lossless"
+    inside = Tokenizer.load(Path(lossless.path) / "tokenizer.model")
+    assert inside.mode == "lossless" and inside.path == lossless.path and inside.config == lossless.config
 
 
 def test_directory_with_the_old_config_name_loads(lossless, tmp_path):
@@ -427,3 +428,8 @@ def test_json_line_round_trips_any_string() -> None:
         line = json_line({"text": text})
         assert line.endswith("\n") and line.count("\n") == 1
         assert json.loads(line.encode("utf-8").decode("utf-8")) == {"text": text}
+def test_lossless_mode_needs_byte_pieces(cpm1):
+    with pytest.raises(CpmError, match=r"^vocab/chinese_vocab\.model: a lossless tokenizer needs the 256 byte pieces"):
+        Tokenizer(cpm1._model_proto, "lossless", path="vocab/chinese_vocab.model")
+    with pytest.raises(CpmError, match=r"^model: a lossless tokenizer needs"):
+        Tokenizer(cpm1._model_proto, "lossless")

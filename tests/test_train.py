@@ -118,6 +118,42 @@ def test_resume_is_bit_exact(packed, tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _resume_worker(rank: int, packed: str, root: str, ports: list[int]) -> None:
+    """One of 2 ranks: a straight TP=2 run, an interrupted one, and its resumption (dropout 0.1)."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1")
+    runs = [("straight", {}), ("interrupted", dict(stop_at=3)), ("interrupted", dict(resume=True))]
+    for port, (name, options) in zip(ports, runs):
+        os.environ["MASTER_PORT"] = str(port)  # train() destroys its process group at the end
+        train(_config(Path(packed), Path(root) / name, tp=2, max_steps=6, global_batch=8, save_every=3,
+                      device="cpu", **options))
+
+
+def test_resume_is_bit_exact_at_tp2_with_dropout(packed, tmp_path):
+    """Both RNG streams (the default one and the model-parallel one of split attention heads) resume."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_resume_worker, args=(str(packed), str(tmp_path), [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    config = json.loads((interrupted / "config.json").read_text())
+    assert config["model"]["dropout"] == 0.1 and config["tp"] == 2
+    expected = [r["loss"] for r in read_metrics(straight)]
+    got = [r["loss"] for r in read_metrics(interrupted)]
+    assert len(expected) == 6 and got == expected  # bit for bit
+    a, _ = unsharded_state_dict(straight)
+    b, _ = unsharded_state_dict(interrupted)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_resume_of_a_finished_run_says_so(packed, tmp_path, caplog):
     run = tmp_path / "run"
     train(_config(packed, run, max_steps=2, save_every=2))
@@ -238,3 +274,39 @@ def test_torchrun_tp2_on_cpu(packed, tmp_path):
     assert (step / "model-tp00-of-02.pt").is_file() and (step / "model-tp01-of-02.pt").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["tp"] == 2 and config["world"] == 2 and config["dp"] == 1
+
+
+def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
+    from cpm.trainer.train import truncate_metrics
+
+    caplog.set_level("INFO", logger="cpm")
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
+    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == lines
+    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
+    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
+    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
+    truncate_metrics(path, 1)
+    assert path.read_text().splitlines() == [lines[0], lines[2]]
+    assert "dropped 2 records after step 1" in caplog.text
+    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):
+    """fp16 (CPU autocast): the loss scaler's state resumes too; a later fp32 resume of that run works."""
+    options = dict(precision="fp16", max_steps=4, save_every=2)
+    train(_config(packed, tmp_path / "straight", **options))
+    train(_config(packed, tmp_path / "interrupted", stop_at=2, **options))
+    train(_config(packed, tmp_path / "interrupted", resume=True, **options))
+
+    def scaler(run: Path) -> dict:
+        return torch.load(run / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)["scaler"]
+
+    assert scaler(tmp_path / "straight") == scaler(tmp_path / "interrupted") and scaler(tmp_path / "straight")["good_steps"] == 4
+    assert [r["loss"] for r in read_metrics(tmp_path / "interrupted")] == [r["loss"] for r in read_metrics(tmp_path / "straight")]
+    summary = train(_config(packed, tmp_path / "interrupted", resume=True, **(options | dict(precision="fp32", max_steps=5))))
+    assert summary["steps"] == 5

@@ -1,0 +1,326 @@
+"""Mutation testing of the modules where a silent bug costs most (``make mutate``; not part of CI).
+
+Each module is mutated by cosmic-ray (in place, one mutant at a time, restored after each) and
+tested by its own test files only, on one core, so that a module's run takes minutes. Results
+go to ``out/mutation/``: the cosmic-ray session of each module, its survivors as diffs, and
+``summary.md`` with the score per module (killed / (killed + survived)).
+
+    python mutation/run.py                       # every module, smallest first
+    python mutation/run.py megatron minhash      # some modules
+    python mutation/run.py --list                # the modules, their tests and mutant counts
+
+Operators: :data:`KEPT_OPERATORS`, the nearest mutant(s) of each site (``<`` -> ``<=``, ``==`` -> ``!=``,
+``+`` -> ``-``, a number +-1, ``True`` -> ``False``, ``and`` -> ``or``, an added ``not``, a loop that
+never runs, a removed decorator, a changed ``except``), not every operator swap.
+A line marked ``# pragma: no mutate`` is not mutated (cr-filter-pragma).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "out" / "mutation"
+BIN = Path(sys.executable).parent
+log = logging.getLogger("mutation")
+
+# One or two "nearest" mutants per site (as mutmut makes them) rather than every operator swap:
+# a boundary shift or a negation of each comparison, the inverse of each arithmetic operator.
+KEPT_OPERATORS = {
+    *(f"core/ReplaceBinaryOperator_{a}_{b}" for a, b in [
+        ("Add", "Sub"), ("Sub", "Add"), ("Mul", "Div"), ("Div", "Mul"), ("FloorDiv", "Div"), ("Mod", "FloorDiv"),
+        ("Pow", "Mul"), ("LShift", "RShift"), ("RShift", "LShift"), ("BitOr", "BitAnd"), ("BitAnd", "BitOr"),
+        ("BitXor", "BitOr")]),
+    *(f"core/ReplaceComparisonOperator_{a}_{b}" for a, b in [
+        ("Eq", "NotEq"), ("NotEq", "Eq"), ("Lt", "LtE"), ("LtE", "Lt"), ("Gt", "GtE"), ("GtE", "Gt"),
+        ("Is", "IsNot"), ("IsNot", "Is")]),
+    "core/ReplaceUnaryOperator_USub_UAdd", "core/ReplaceUnaryOperator_Delete_Not", "core/ReplaceUnaryOperator_Delete_USub",
+    "core/AddNot", "core/ReplaceTrueWithFalse", "core/ReplaceFalseWithTrue", "core/ReplaceAndWithOr",
+    "core/ReplaceOrWithAnd", "core/ReplaceBreakWithContinue", "core/ReplaceContinueWithBreak",
+    "core/ExceptionReplacer", "core/NumberReplacer", "core/RemoveDecorator", "core/ZeroIterationForLoop",
+}
+
+
+def excluded_operators() -> list[str]:
+    """cosmic-ray filters operators by exclusion: every operator not kept, as an exact regex."""
+    from cosmic_ray.plugins import operator_names
+
+    return sorted(f"{name}$" for name in operator_names() if name not in KEPT_OPERATORS)
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module under mutation, the tests that judge it, and (optionally) the functions to mutate."""
+
+    path: str
+    tests: list[str]
+    timeout: float  # seconds per mutant: about 3x the unmutated run on a busy 2-core machine
+    functions: tuple[str, ...] = ()  # mutate only these functions (empty: the whole module)
+    blocks: tuple[str, ...] = ()  # ... and the `if <test>:` blocks whose test reads like this
+    notes: str = field(default="")
+
+
+PYTEST = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+MODULES: dict[str, Module] = {
+    "megatron": Module("pipeline/megatron.py", ["tests/test_megatron.py", "-k", "not real_pack"], 90),
+    "minhash": Module("pipeline/minhash.py", ["tests/test_minhash.py"], 180),
+    # every_shared_line (50 s) re-checks on all lines what the hypothesis and real-line tests check
+    "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),
+    "checkpoint": Module(
+        "trainer/checkpoint.py",
+        ["tests/test_checkpoint.py", "tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
+         "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
+        420,
+    ),
+    "parallel": Module("trainer/parallel.py",  # fastest first: -x stops at the first failure
+                       ["tests/test_parallel.py", "tests/test_model.py", "tests/test_tp_oracles.py",
+                        "tests/test_tensor_parallel.py"], 420),
+    "train-resume": Module(
+        "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
+        functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
+    ),
+    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
+    # the pure functions of dedup.py against the tests that need no Beam pipeline (seconds, not minutes)
+    "dedup-core": Module(
+        "pipeline/dedup.py", ["tests/test_dedup.py", "-k", "bloom_filter or node_keys or large_star or bucket_pairs"], 120,
+        functions=("_short_hash", "node_key", "key_id", "is_old", "bucket_pairs", "large_star", "small_star",
+                   "bloom_positions", "bloom_contains"),
+    ),
+}
+
+
+def line_ranges(module: Module) -> list[str]:
+    """``"start-end"`` line ranges of the module's selected functions and blocks (empty: everything)."""
+    if not module.functions and not module.blocks:
+        return []
+    tree = ast.parse((REPO / module.path).read_text("utf-8"))
+    ranges = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in module.functions:
+            ranges.append(f"{node.lineno}-{node.end_lineno}")
+        elif isinstance(node, ast.If) and ast.unparse(node.test) in module.blocks:
+            ranges.append(f"{node.lineno}-{node.end_lineno}")
+    if len(ranges) < len(module.functions) + len(module.blocks):
+        raise SystemExit(f"{module.path}: not every function of {module.functions} / block of {module.blocks} was found")
+    return ranges
+
+
+def write_config(name: str, module: Module) -> Path:
+    test_command = shlex.join([sys.executable, "-m", "pytest", *PYTEST, *module.tests])
+    lines = [
+        "[cosmic-ray]",
+        f"module-path = {json.dumps(module.path)}",
+        f"timeout = {float(module.timeout)}",
+        "excluded-modules = []",
+        f"test-command = {json.dumps(test_command)}",
+        "",
+        "[cosmic-ray.distributor]",
+        'name = "local"',
+        "",
+        "[cosmic-ray.filters.operators-filter]",
+        f"exclude-operators = {json.dumps(excluded_operators())}",
+    ]
+    ranges = line_ranges(module)
+    if ranges:
+        lines += ["", "[cosmic-ray.filters.line-filter]", f"lines = {{ {json.dumps(module.path)} = {json.dumps(ranges)} }}"]
+    path = OUT / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def copy_tree(tree: Path) -> Path:
+    """A fresh copy of the working tree's files (tracked and untracked, not ignored) at ``tree/cpm``,
+    imported as ``cpm`` (PYTHONPATH=tree), so that the working tree itself is never mutated and
+    modules can run side by side; ../shared is linked beside it."""
+    import shutil
+
+    package = tree / "cpm"
+    shutil.rmtree(tree, ignore_errors=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (package / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, package / name)
+    if (REPO.parent / "shared").is_dir():
+        (tree / "shared").symlink_to(REPO.parent / "shared")
+    return package
+
+
+def tool(*args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(BIN / args[0]), *args[1:]], cwd=cwd, check=True, env=env)
+
+
+def session_counts(session: Path) -> dict[str, int]:
+    """Killed / survived / skipped / incompetent / pending mutants of a session."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    counts = dict.fromkeys(("killed", "survived", "skipped", "incompetent", "pending"), 0)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        counts["pending"] = sum(1 for _ in db.pending_work_items)
+        for _, result in db.results:
+            if result.worker_outcome == WorkerOutcome.SKIPPED:
+                counts["skipped"] += 1
+            elif result.worker_outcome != WorkerOutcome.NORMAL or result.test_outcome == TestOutcome.INCOMPETENT:
+                counts["incompetent"] += 1
+            elif result.test_outcome == TestOutcome.KILLED:
+                counts["killed"] += 1
+            else:
+                counts["survived"] += 1
+    return counts
+
+
+def survivors(session: Path) -> list[str]:
+    """Each surviving mutant as ``job id, operator, line`` and its diff."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    found = []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item, result in db.completed_work_items:
+            if result.worker_outcome == WorkerOutcome.NORMAL and result.test_outcome == TestOutcome.SURVIVED:
+                spec = item.mutations[0]
+                found.append(f"## {item.job_id} {spec.operator_name} line {spec.start_pos[0]}\n{result.diff}")
+    return found
+
+
+def sample_pending(session: Path, keep: int, seed: int = 0) -> int:
+    """Skip all but ``keep`` pending mutants, drawn at random (a score estimate for slow modules)."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+        skipped = set(pending) - set(random.Random(seed).sample(pending, min(keep, len(pending))))
+        db.set_multiple_results(sorted(skipped), WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+    log.info("%s: %d of %d pending mutants sampled", session.name, len(pending) - len(skipped), len(pending))
+    return len(pending)
+
+
+def forget_survivors(session: Path) -> int:
+    """Make the surviving mutants of a session pending again (to rerun them after adding tests)."""
+    import sqlite3
+
+    with sqlite3.connect(session) as db:
+        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+
+
+def run_module(name: str, module: Module, resume: bool, sample: int = 0, rerun: bool = False) -> dict[str, object]:
+    """Init (unless resuming), filter, run every pending mutant, and return the counts."""
+    tree = OUT / f"tree-{name}"
+    package = copy_tree(tree)
+    source = package / module.path
+    original = source.read_bytes()
+    config = write_config(name, module)
+    session = OUT / f"{name}.sqlite"
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if not (resume and session.exists()):
+        tool("cosmic-ray", "init", str(config), str(session), "--force", cwd=package, env=env)
+        tool("cr-filter-operators", str(session), str(config), cwd=package, env=env)
+        tool("cr-filter-pragma", str(session), cwd=package, env=env)
+        if line_ranges(module):
+            tool("cr-filter-lines", str(session), "--config", str(config), cwd=package, env=env)
+        candidates = sample_pending(session, sample) if sample else 0
+        (OUT / f"{name}-candidates.json").write_text(json.dumps(candidates))
+    elif rerun:
+        log.info("%s: %d survivors to run again", name, forget_survivors(session))
+    started = time.perf_counter()
+    try:
+        tool("cosmic-ray", "exec", str(config), str(session), cwd=package, env=env)
+    finally:
+        if source.read_bytes() != original:  # an interrupted run must not leave a mutant behind
+            source.write_bytes(original)
+            log.error("%s: restored the original after an interrupted run", module.path)
+    return report(name, module, round(time.perf_counter() - started))
+
+
+def report(name: str, module: Module, wall_s: int | None = None) -> dict[str, object]:
+    """Counts, score and survivors of a module's session, written to ``<name>.json`` and ``<name>-survivors.md``."""
+    session = OUT / f"{name}.sqlite"
+    counts = session_counts(session)
+    scored = counts["killed"] + counts["survived"]
+    candidates = OUT / f"{name}-candidates.json"
+    sampled_from = json.loads(candidates.read_text()) if candidates.exists() else 0
+    previous = OUT / f"{name}.json"
+    if wall_s is None and previous.exists():
+        wall_s = json.loads(previous.read_text("utf-8")).get("wall_s")
+    result = {"module": module.path, **counts, "sampled_from": sampled_from or None,
+              "score": counts["killed"] / scored if scored else None, "wall_s": wall_s, "tests": " ".join(module.tests)}
+    (OUT / f"{name}-survivors.md").write_text("\n".join(survivors(session)) + "\n", "utf-8")
+    previous.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
+    return result
+
+
+def write_summary() -> Path:
+    rows = ["| run | module | mutants tested | killed | survived | not run | score | wall s |", "|---|---|---|---|---|---|---|---|"]
+    for name in MODULES:
+        path = OUT / f"{name}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text("utf-8"))
+        score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"
+        sampled = f" (sample of {r['sampled_from']})" if r.get("sampled_from") else ""
+        rows.append(f"| {name} | {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
+                    f"{r['pending']} | {score} | {r['wall_s']} |")
+    path = OUT / "summary.md"
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    return path
+
+
+def list_modules() -> None:
+    for name, module in MODULES.items():
+        ranges = line_ranges(module)
+        digest = hashlib.sha256((REPO / module.path).read_bytes()).hexdigest()[:12]
+        print(f"{name:13} {module.path:24} {digest} lines {','.join(ranges) or 'all':18} tests: {' '.join(module.tests)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="example: python mutation/run.py megatron minhash")
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"modules to run (default: all): {', '.join(MODULES)}")
+    parser.add_argument("--resume", action="store_true", help="continue existing sessions instead of starting afresh")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="continue existing sessions and test their surviving mutants again (after adding tests)")
+    parser.add_argument("--sample", type=int, default=0, metavar="N",
+                        help="run only N mutants of each module, drawn at random (an estimate; default 0: all)")
+    parser.add_argument("--list", action="store_true", help="list the modules and exit")
+    parser.add_argument("--report", action="store_true", help="only summarise the existing sessions (also unfinished ones)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r} (choose from {', '.join(MODULES)})")
+    if args.list:
+        list_modules()
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        for name in args.modules or list(MODULES):
+            if (OUT / f"{name}.sqlite").exists():
+                log.info("%s: %s", name, json.dumps(report(name, MODULES[name])))
+        log.info("summary: %s", write_summary())
+        return 0
+    for name in args.modules or list(MODULES):
+        result = run_module(name, MODULES[name], args.resume or args.rerun_survivors, args.sample, args.rerun_survivors)
+        log.info("%s: %s", name, json.dumps(result))
+    log.info("summary: %s", write_summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
