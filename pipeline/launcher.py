@@ -281,10 +281,11 @@ def make_executor(beam_args: list[str], workers: int):
 def run_stage(executor, job: BuildJob, stage: str, tasks: list, params: dict) -> dict:
     """Run the unfinished tasks of ``stage``; every task's result."""
     pending = [task for task in tasks if not graph.task_done(job, stage, task)]
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     if pending:
         executor.run(job, stage, pending, params)
-    log.info("stage %s: %d task(s), %d run, %.1fs", stage, len(tasks), len(pending), time.monotonic() - started)
+    log.info("stage %s: %d task(s), %d run, %.1fs (%.1fs CPU in the launcher)", stage, len(tasks), len(pending),
+             time.monotonic() - started, time.process_time() - cpu)
     return {task: graph.task_result(job, stage, task) for task in tasks}
 
 
