@@ -102,7 +102,7 @@ def read_task(job: BuildJob, task: int, params: dict) -> list[tuple[str, int]]:
 
     for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars):
         records.append(record)
-        size += len(record.text or "") + len(getattr(record, "html", None) or "")
+        size += len((record.text or "").encode("utf-8", "replace")) + len((getattr(record, "html", None) or "").encode("utf-8", "replace"))
         if size >= job.partition_bytes:
             flush()
             records, size = [], 0
