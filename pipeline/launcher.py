@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -232,9 +233,17 @@ class BeamStages:
         pass
 
 
-def _worker_init(level: int) -> None:
+def _worker_init(level: int, launcher: int) -> None:
     logging.basicConfig(level=level)
     logging.getLogger("jieba").setLevel(logging.WARNING)
+    threading.Thread(target=_exit_with, args=(launcher,), daemon=True).start()
+
+
+def _exit_with(launcher: int) -> None:
+    """End this worker when the launcher is gone (killed): nobody would collect its results."""
+    while os.getppid() == launcher:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _ready() -> int:
@@ -253,7 +262,7 @@ class LocalPool:
 
         context = multiprocessing.get_context("fork")
         self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                        initargs=(logging.getLogger().getEffectiveLevel(),))
+                                        initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
         wait([self.pool.submit(_ready) for _ in range(workers)])  # start them all now
 
     def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:

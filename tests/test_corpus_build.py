@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import signal
 import subprocess
@@ -178,6 +179,13 @@ def build_command(inputs: dict[str, Path], output: Path, *extra: str) -> list[st
     return args + list(extra)
 
 
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/status").read().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
 def test_resume_after_sigkill_gives_the_same_bytes_for_any_partition_size(built, inputs, tmp_path):
     """A real build is killed (SIGKILL) mid-way; --resume finishes it, byte-identical to an uninterrupted
     build with the default partitions and one worker; a resume with another config is a one-line error."""
@@ -188,8 +196,14 @@ def test_resume_after_sigkill_gives_the_same_bytes_for_any_partition_size(built,
     deadline = time.monotonic() + 300
     while not (markers / "exact").is_dir() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+    assert workers, "the launcher's pool of two workers was not started"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid)], "workers outlived the launcher"
     assert not (output / "manifest.json").exists(), "the build finished before it could be killed"
     done = {p.parent.name for p in markers.glob("*/*.done")}
     assert "clean" in done and "shards" not in done
