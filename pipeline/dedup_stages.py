@@ -253,12 +253,15 @@ def load_components(job: BuildJob) -> tuple[dict[str, str], dict[str, int]]:
 # --------------------------------------------------------------------------- index shards
 
 def signature_batches(rows: Iterator[dict], config, schema, batch_rows: int = 1024):
-    """Sorted index rows -> the record batches of a signature shard (as :func:`~cpm.pipeline.dedup.write_index_shard`)."""
+    """Sorted index rows -> the record batches of a signature shard (the bytes of
+    :func:`~cpm.pipeline.dedup.write_index_shard`, see :func:`~cpm.pipeline.rows.lookahead_batches`)."""
     import pyarrow as pa
 
-    def build(batch: list[dict]):
+    from cpm.pipeline.rows import lookahead_batches
+
+    def table(batch: list[dict]):
         sigs = np.frombuffer(b"".join(r["signature"] for r in batch), dtype=np.uint32)
-        table = pa.table(
+        return pa.table(
             {
                 "id": pa.array([r["id"] for r in batch], pa.string()),
                 "source": pa.array([r["source"] for r in batch], pa.string()),
@@ -268,13 +271,5 @@ def signature_batches(rows: Iterator[dict], config, schema, batch_rows: int = 10
             },
             schema=schema,
         )
-        return table.to_batches(max_chunksize=batch_rows)
 
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_rows:
-            yield from build(batch)
-            batch = []
-    if batch:
-        yield from build(batch)
+    yield from lookahead_batches(rows, table, batch_rows)

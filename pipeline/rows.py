@@ -195,25 +195,33 @@ def rejected_sort_key(row: dict[str, Any]) -> tuple:
 def shard_batches(rows: Iterator[dict[str, Any]], kind: str, batch_rows: int = 1024):
     """Sorted rows -> the record batches of a ``kind`` shard (``documents`` or ``rejected``).
 
-    Each batch is built from its rows alone, the same bytes as slicing the whole shard's table
-    into ``batch_rows``-row batches, so a shard is written without holding it in memory.
+    Written a batch at a time, the bytes of slicing one table of the whole shard into ``batch_rows``-row
+    batches: each batch is the head of a table of its rows and the next batch's, because Arrow's IPC
+    writer pads a sliced string buffer with up to 7 of the bytes that follow it in memory.
     """
     import pyarrow as pa
 
     from cpm.schemas import document_schema, rejected_schema
 
     schema = document_schema() if kind == "documents" else rejected_schema()
-    batch: list[dict[str, Any]] = []
 
-    def build(rows_of_batch):
+    def table(rows_of_batches):
         if kind == "documents":
-            return documents_table(rows_of_batch, schema).to_batches(max_chunksize=batch_rows)
-        return pa.Table.from_pylist(rows_of_batch, schema=schema).to_batches(max_chunksize=batch_rows)
+            return documents_table(rows_of_batches, schema)
+        return pa.Table.from_pylist(rows_of_batches, schema=schema)
 
+    yield from lookahead_batches(rows, table, batch_rows)
+
+
+def lookahead_batches(rows: Iterator[Any], table_of, batch_rows: int = 1024):
+    """Record batches of ``batch_rows`` rows, each sliced from a table of it and the next batch."""
+    current: list[Any] = []
+    following: list[Any] = []
     for row in rows:
-        batch.append(row)
-        if len(batch) == batch_rows:
-            yield from build(batch)
-            batch = []
-    if batch:
-        yield from build(batch)
+        (following if len(current) == batch_rows else current).append(row)
+        if len(following) == batch_rows:
+            yield table_of(current + following).slice(0, batch_rows).to_batches()[0]
+            current, following = following, []
+    if current:
+        whole = table_of(current + following)
+        yield from whole.to_batches(max_chunksize=batch_rows)
