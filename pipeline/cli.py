@@ -97,7 +97,7 @@ def build(
     output: str = typer.Option(..., "--output", "-o", help="Output directory (manifest.json, shards/, rejected/)."),
     runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner, FlinkRunner, SparkRunner, DataflowRunner."),
     workers: Optional[int] = typer.Option(
-        None, "--workers", "-w", show_default="usable cores, capped by free memory / 1.5 GB",
+        None, "--workers", "-w", show_default="usable cores, capped by free memory / 1 GB",
         help="Parallel workers (DirectRunner: local processes, one task each at a time).",
     ),
     config: Optional[str] = typer.Option(None, "--config", help="JSON file overriding the per-source cleaning config."),

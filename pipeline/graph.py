@@ -439,6 +439,22 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     return {**info.entry(job.work_dir), "kind": kind}
 
 
+# --------------------------------------------------------------------------- warm-up
+
+def warm_up(job: BuildJob) -> None:
+    """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+    from cpm.pipeline.clean import clean_record
+    from cpm.tokenizer.segment import cut
+
+    cut("预热")
+    for source, config in job.configs.items():
+        clean_record(RawRecord(source, "warm-up:1", text="预热。" * 20, id="warm-up"), config)
+    if job.dedup_enabled:
+        from cpm.pipeline.minhash import sign_batch
+
+        sign_batch(["预热"], job.dedup.num_perm, job.dedup.ngram, job.dedup.seed)
+
+
 # --------------------------------------------------------------------------- stages
 
 def _dedup_stage(name: str) -> Callable:

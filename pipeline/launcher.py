@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 BUILD_FILE = "build.json"  # what a resumed build must match
 OWNER_FILE = "owner"  # pid@host of the build writing the directory
-WORKER_PEAK_BYTES = 1536 << 20  # a worker's peak RSS at the default partition size (bench/bench_scale.py)
+WORKER_PEAK_BYTES = 1 << 30  # about twice a worker's peak RSS at the default partition size (bench/bench_scale.py)
 DIRECT_RUNNERS = (None, "DirectRunner", "direct")
 
 
@@ -257,9 +257,10 @@ class LocalPool:
     modules) and are its direct children, so its CPU time includes theirs.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, job: BuildJob) -> None:
         import multiprocessing
 
+        graph.warm_up(job)  # before the fork: the workers share the loaded tables
         context = multiprocessing.get_context("fork")
         self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                         initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
@@ -278,10 +279,10 @@ class LocalPool:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(beam_args: list[str], workers: int):
+def make_executor(beam_args: list[str], workers: int, job: BuildJob):
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
     if runner in DIRECT_RUNNERS and workers > 1:
-        return LocalPool(workers)
+        return LocalPool(workers, job)
     return BeamStages(beam_args)
 
 
@@ -418,7 +419,7 @@ def run_build(job: BuildJob, beam_args: list[str], workers: int = 1, progress: b
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("jieba").setLevel(logging.WARNING)
-    executor = make_executor(beam_args, workers)
+    executor = make_executor(beam_args, workers, job)
     try:
         with ProgressDisplay(job.work_dir, sum(job.input_sizes.values()), enabled=progress):
             manifest = run_stages(job, executor)
