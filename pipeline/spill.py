@@ -19,7 +19,7 @@ import struct
 from typing import Any, Iterable, Iterator
 
 FRAME_ROWS = 256
-_FOOTER = struct.Struct("<Q")
+_PAIR = struct.Struct("<qq")
 MARKERS_DIR = ".tasks"
 
 
@@ -41,21 +41,28 @@ def _frames(rows: Iterable[Any]) -> Iterator[list[Any]]:
 
 
 def write_partitioned(path: str, parts: dict[int, Iterable[Any]]) -> int:
-    """Write each partition's rows (in the given order) as frames; return the number of rows."""
+    """Write each partition's rows (in the given order) as frames; return the number of rows.
+
+    Layout: the frames, partition after partition; a dense index of (first frame offset, frames)
+    for partitions ``0 .. max``; then (index offset, index length). A reader of one partition
+    reads 32 bytes of index, whatever the number of partitions.
+    """
     tmp, handle = _atomic_open(path)
-    index: dict[int, list[int]] = {}
+    size = max(parts, default=-1) + 1
+    index = [(0, 0)] * size
     rows = 0
     try:
         with handle:
             for part in sorted(parts):
-                offsets = index.setdefault(part, [])
+                start, count = handle.tell(), 0
                 for frame in _frames(parts[part]):
-                    offsets.append(handle.tell())
                     pickle.dump(frame, handle, protocol=pickle.HIGHEST_PROTOCOL)
                     rows += len(frame)
+                    count += 1
+                index[part] = (start, count)
             start = handle.tell()
-            pickle.dump(index, handle, protocol=pickle.HIGHEST_PROTOCOL)
-            handle.write(_FOOTER.pack(start))
+            handle.write(b"".join(_PAIR.pack(*entry) for entry in index))
+            handle.write(_PAIR.pack(start, size))
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -68,16 +75,28 @@ def write_rows(path: str, rows: Iterable[Any]) -> int:
     return write_partitioned(path, {0: rows})
 
 
+def _locate(handle, part: int) -> tuple[int, int]:
+    handle.seek(-_PAIR.size, os.SEEK_END)
+    index, size = _PAIR.unpack(handle.read(_PAIR.size))
+    if not 0 <= part < size:
+        return 0, 0
+    handle.seek(index + part * _PAIR.size)
+    return _PAIR.unpack(handle.read(_PAIR.size))
+
+
 def read_partition(path: str, part: int = 0) -> Iterator[Any]:
-    """The rows of partition ``part`` of a spill file, a frame at a time (none if it has none)."""
+    """The rows of partition ``part`` of a spill file, a frame at a time (none if it has none).
+
+    The file is open only while a frame is read, so any number of readers may be merged.
+    """
     with open(path, "rb") as handle:
-        handle.seek(-_FOOTER.size, os.SEEK_END)
-        (start,) = _FOOTER.unpack(handle.read(_FOOTER.size))
-        handle.seek(start)
-        offsets = pickle.load(handle).get(part, [])
-        for offset in offsets:
-            handle.seek(offset)
-            yield from pickle.load(handle)
+        position, count = _locate(handle, part)
+    for _ in range(count):
+        with open(path, "rb") as handle:
+            handle.seek(position)
+            frame = pickle.load(handle)
+            position = handle.tell()
+        yield from frame
 
 
 def read_rows(path: str) -> Iterator[Any]:
@@ -87,10 +106,11 @@ def read_rows(path: str) -> Iterator[Any]:
 def partitions_of(path: str) -> list[int]:
     """The partitions a spill file has rows for."""
     with open(path, "rb") as handle:
-        handle.seek(-_FOOTER.size, os.SEEK_END)
-        (start,) = _FOOTER.unpack(handle.read(_FOOTER.size))
-        handle.seek(start)
-        return sorted(pickle.load(handle))
+        handle.seek(-_PAIR.size, os.SEEK_END)
+        index, size = _PAIR.unpack(handle.read(_PAIR.size))
+        handle.seek(index)
+        entries = [_PAIR.unpack(handle.read(_PAIR.size)) for _ in range(size)]
+    return [part for part, (_, count) in enumerate(entries) if count]
 
 
 def write_object(path: str, value: Any) -> None:
