@@ -98,7 +98,7 @@ class NodeStore:
 
 def exact_task(job: BuildJob, task: int, params: dict) -> dict:
     """One digest partition: representatives, links, and the representatives' band keys by LSH partition."""
-    losers = all_losers(job, params["partitions"])
+    losers = all_losers(job)
     groups: dict[bytes, list[tuple]] = {}
     files = [job.path("clean", f"{chunk_name(c)}.exact") for c in range(params["num_chunks"])]
     files += [job.path("against", f"{chunk_name(j)}.exact") for j in range(len(params.get("against", ())))]

@@ -245,13 +245,21 @@ def ids_task(job: BuildJob, task: int, params: dict) -> dict[int, dict[int, str]
     return losers
 
 
-def all_losers(job: BuildJob, partitions: int) -> dict[int, dict[int, str]]:
-    """The ``ids`` results of every partition merged: {chunk: {row: first origin}}."""
+LOSERS_FILE = "losers"
+
+
+def merge_losers(job: BuildJob, partitions: int) -> None:
+    """The ``ids`` results of every partition in one file, ``{chunk: {row: first origin}}`` (small:
+    only the later copies of repeated ids)."""
     merged: dict[int, dict[int, str]] = {}
     for part in range(partitions):
         for chunk, rows in spill.read_object(spill.marker_path(job.work_dir, "ids", str(part))).items():
             merged.setdefault(chunk, {}).update(rows)
-    return merged
+    spill.write_object(job.path(LOSERS_FILE), merged)
+
+
+def all_losers(job: BuildJob) -> dict[int, dict[int, str]]:
+    return spill.read_object(job.path(LOSERS_FILE))
 
 
 # --------------------------------------------------------------------------- fates
@@ -262,7 +270,7 @@ def fates_task(job: BuildJob, task: int, params: dict) -> dict:
     from cpm.pipeline.rows import MAX_REJECTED_TEXT_CHARS
 
     name = chunk_name(task)
-    losers = all_losers(job, params["partitions"]).get(task, {})
+    losers = all_losers(job).get(task, {})
     rep_of: dict[int, tuple[str, int]] = {}
     labels: dict[str, str] = {}
     sizes: dict[str, int] = {}

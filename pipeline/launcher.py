@@ -319,6 +319,7 @@ def run_stages(job: BuildJob, executor) -> dict[str, Any]:
     params: dict[str, Any] = {"chunks": chunks, "num_chunks": len(chunks), "partitions": partitions}
     clean = run_stage(executor, job, "clean", list(range(len(chunks))), params)
     run_stage(executor, job, "ids", list(range(partitions)), params)
+    graph.merge_losers(job, partitions)
     if job.dedup_enabled:
         from cpm.pipeline.dedup import check_index, index_paths
 
