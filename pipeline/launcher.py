@@ -196,12 +196,13 @@ def available_memory() -> int | None:
 
 
 def default_workers() -> int:
-    """The usable cores, capped by available memory over a worker's peak."""
+    """The usable cores, capped by available memory over a worker's peak (logged)."""
     cores = usable_cores()
     memory = available_memory()
-    if memory is None:
-        return cores
-    return max(1, min(cores, memory // WORKER_PEAK_BYTES))
+    workers = cores if memory is None else max(1, min(cores, memory // WORKER_PEAK_BYTES))
+    log.info("--workers %d: %d usable core(s), %s available, %.1f GB per worker", workers, cores,
+             "unknown memory" if memory is None else f"{memory / 1e9:.1f} GB", WORKER_PEAK_BYTES / 1e9)
+    return workers
 
 
 class BeamStages:
