@@ -272,4 +272,4 @@ def signature_batches(rows: Iterator[dict], config, schema, batch_rows: int = 10
             schema=schema,
         )
 
-    yield from lookahead_batches(rows, table, batch_rows)
+    yield from lookahead_batches(rows, table, batch_rows, ("id", "source"))

@@ -210,18 +210,59 @@ def shard_batches(rows: Iterator[dict[str, Any]], kind: str, batch_rows: int = 1
             return documents_table(rows_of_batches, schema)
         return pa.Table.from_pylist(rows_of_batches, schema=schema)
 
-    yield from lookahead_batches(rows, table, batch_rows)
+    columns = schema.names if kind == "rejected" else [n for n in schema.names if n not in ("num_chars", "cjk_ratio", "num_words", "dup_cluster_size")]
+    yield from lookahead_batches(rows, table, batch_rows, tuple(columns))
 
 
-def lookahead_batches(rows: Iterator[Any], table_of, batch_rows: int = 1024):
-    """Record batches of ``batch_rows`` rows, each sliced from a table of it and the next batch."""
+WRITER_PADDING = 64  # Arrow's IPC writer copies a sliced buffer up to this alignment
+
+
+def lookahead_batches(rows: Iterator[Any], table_of, batch_rows: int = 1024, columns: tuple[str, ...] = ()):
+    """Record batches of ``batch_rows`` rows, each sliced from a table of it and the rows after it.
+
+    Arrow's IPC writer copies a sliced buffer up to a 64-byte boundary, so a batch sliced from a
+    whole shard's table carries bytes of the rows after it. The table of a batch holds the next rows
+    until each of ``columns`` (string, or packed ``words``) has 64 bytes after the batch (and at
+    least 16 rows, for the offsets), as far as the next batch goes: the bytes of slicing the whole
+    shard, unless a column has fewer than 64 bytes in the next ``batch_rows`` rows but more later
+    (then only those few bytes of padding differ, never the rows).
+    """
     current: list[Any] = []
     following: list[Any] = []
     for row in rows:
         (following if len(current) == batch_rows else current).append(row)
         if len(following) == batch_rows:
-            yield table_of(current + following).slice(0, batch_rows).to_batches()[0]
+            extra = _lookahead(following, columns)
+            yield table_of(current + following[:extra]).slice(0, batch_rows).to_batches()[0]
             current, following = following, []
     if current:
         whole = table_of(current + following)
         yield from whole.to_batches(max_chunksize=batch_rows)
+
+
+def _value_bytes(value: Any, column: str) -> int:
+    """At least min(:data:`WRITER_PADDING`, bytes) of a row's value in its column's data buffer."""
+    if value is None:
+        return 0
+    if isinstance(value, list):  # unpacked words
+        return sum(len(word.encode("utf-8")) for word in value[:WRITER_PADDING])
+    if column == "words":
+        value = value[: 2 * WRITER_PADDING].replace(WORD_SEPARATOR, "")
+    return WRITER_PADDING if len(value) >= WRITER_PADDING else len(value.encode("utf-8"))
+
+
+def _lookahead(following: list[dict[str, Any]], columns: tuple[str, ...]) -> int:
+    """How many of ``following`` rows hold the bytes the writer copies past the batch before them."""
+    if not columns:
+        return len(following)
+    needed = min(len(following), WRITER_PADDING // 4)  # 4-byte offsets up to the boundary
+    for column in columns:
+        total, last = 0, -1
+        for index, row in enumerate(following):
+            size = _value_bytes(row.get(column), column)
+            if size:
+                total, last = total + size, index
+                if total >= WRITER_PADDING:
+                    break
+        needed = max(needed, last + 1)
+    return needed
