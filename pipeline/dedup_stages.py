@@ -18,7 +18,7 @@ Jaccard, the survivor rule), computed partition by partition over files:
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -72,26 +72,27 @@ def node_path(job: BuildJob, chunk: int, num_chunks: int) -> str:
     return job.path("against", f"{chunk_name(chunk - num_chunks)}.arrow")
 
 
-class NodeStore:
-    """Random access to nodes by (chunk, row) in the memory-mapped chunk files."""
+def fetch_columns(job: BuildJob, num_chunks: int, handles: list[tuple[int, int]], columns: list[str]) -> dict:
+    """{(chunk, row): (values of ``columns``)} read from the chunk files, a chunk at a time.
 
-    def __init__(self, job: BuildJob, num_chunks: int) -> None:
-        self.job, self.num_chunks = job, num_chunks
-        self.readers: dict[int, Any] = {}
+    Each chunk file is memory-mapped only while its rows are taken, so only the pages of those
+    rows are touched and none stay mapped (resident) afterwards.
+    """
+    import pyarrow as pa
 
-    def _column(self, chunk: int, row: int, name: str):
-        from cpm.pipeline.graph import open_chunk
-
-        reader = self.readers.get(chunk)
-        if reader is None:
-            reader = self.readers[chunk] = open_chunk(node_path(self.job, chunk, self.num_chunks))
-        return reader.get_batch(row // CHUNK_BATCH_ROWS).column(name)[row % CHUNK_BATCH_ROWS].as_py()
-
-    def node(self, chunk: int, row: int) -> tuple[str, bytes]:
-        return self._column(chunk, row, "node_key"), self._column(chunk, row, "signature")
-
-    def text(self, chunk: int, row: int) -> str | None:
-        return self._column(chunk, row, "text")
+    by_chunk: dict[int, list[int]] = {}
+    for chunk, row in handles:
+        by_chunk.setdefault(chunk, []).append(row)
+    out: dict[tuple[int, int], tuple] = {}
+    for chunk, rows in sorted(by_chunk.items()):
+        rows = sorted(set(rows))
+        with pa.memory_map(node_path(job, chunk, num_chunks), "r") as source:
+            table = pa.ipc.open_file(source).read_all().select(columns)
+            taken = table.take(pa.array(rows, pa.int64())).to_pydict()
+            del table
+        for i, row in enumerate(rows):
+            out[(chunk, row)] = tuple(taken[name][i] for name in columns)
+    return out
 
 
 # --------------------------------------------------------------------------- exact
@@ -168,45 +169,48 @@ def lsh_task(job: BuildJob, task: int, params: dict) -> dict:
     """One LSH partition: confirmed duplicate edges among the members of its shared buckets."""
     config = job.dedup
     low, high = config.exact_band
+    num_chunks = params["num_chunks"]
     parts = [e for p in range(params["partitions"]) for e in spill.read_partition(job.path("exact", f"{chunk_name(p)}.bands"), task)]
     edges: list[tuple[str, str]] = []
     mult: dict[str, int] = {}
     borderline = 0
-    if parts:
-        keys = np.concatenate([e[0] for e in parts])
-        chunks, rows, mults = (np.concatenate([e[i] for e in parts]).tolist() for i in (1, 2, 3))
-        store = NodeStore(job, params["num_chunks"])
-        node_of: dict[tuple[int, int], tuple[str, bytes]] = {}
-        handle_of: dict[str, tuple[int, int]] = {}
+    buckets = list(shared_buckets(np.concatenate([e[0] for e in parts]))) if parts else []
+    if buckets:
+        chunks, rows, mults = (np.concatenate([e[i] for e in parts]) for i in (1, 2, 3))
+        members = np.unique(np.concatenate(buckets))
+        handles = list(zip(chunks[members].tolist(), rows[members].tolist()))
+        nodes = fetch_columns(job, num_chunks, handles, ["node_key", "signature"])
+        handle_of = {nodes[h][0]: h for h in handles}
+        for i, handle in zip(members.tolist(), handles):
+            mult[nodes[handle][0]] = int(mults[i])
+        chunks, rows = chunks.tolist(), rows.tolist()
         pairs: set[tuple[str, str, float]] = set()
-        for bucket in shared_buckets(keys):
-            members = []
-            for i in bucket.tolist():
-                handle = (chunks[i], rows[i])
-                node = node_of.get(handle)
-                if node is None:
-                    node = node_of[handle] = store.node(*handle)
-                    handle_of[node[0]] = handle
-                    mult[node[0]] = mults[i]
-                members.append(node)
-            pairs.update(bucket_pairs(members, low, config.num_perm))
+        for bucket in buckets:
+            pairs.update(bucket_pairs([nodes[(chunks[i], rows[i])] for i in bucket.tolist()], low, config.num_perm))
+        decided: list[tuple[str, str, float | None]] = []
+        for a, b, estimate in sorted(pairs):
+            if is_old(a) or is_old(b):  # no text for a document of an earlier build: the estimate decides
+                decided.append((a, b, None) if estimate >= config.threshold else (a, b, -1.0))
+            elif estimate >= high:
+                decided.append((a, b, None))
+            else:
+                decided.append((a, b, estimate))
+        texts_needed = [handle_of[k] for a, b, e in decided if e is not None and e >= 0 for k in (a, b)]
+        texts = fetch_columns(job, num_chunks, texts_needed, ["text"])
         shingles: dict[str, np.ndarray] = {}
 
         def shingle_set(key: str) -> np.ndarray:
             if key not in shingles:
-                shingles[key] = minhash.shingle_set(store.text(*handle_of[key]) or "", config.ngram)
+                shingles[key] = minhash.shingle_set(texts[handle_of[key]][0] or "", config.ngram)
             return shingles[key]
 
-        for a, b, estimate in sorted(pairs):
-            if is_old(a) or is_old(b):  # no text for a document of an earlier build: the estimate decides
-                accept = estimate >= config.threshold
-            elif estimate >= high:
-                accept = True
-            else:
-                borderline += 1
-                accept = minhash.set_jaccard(shingle_set(a), shingle_set(b)) >= config.threshold
-            if accept:
+        for a, b, estimate in decided:
+            if estimate is None:
                 edges.append((a, b))
+            elif estimate >= 0:
+                borderline += 1
+                if minhash.set_jaccard(shingle_set(a), shingle_set(b)) >= config.threshold:
+                    edges.append((a, b))
     endpoints = {key for edge in edges for key in edge}
     mult = {key: value for key, value in mult.items() if key in endpoints}
     spill.write_object(job.path("lsh", chunk_name(task)), {"edges": edges, "mult": mult})

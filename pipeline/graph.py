@@ -209,21 +209,18 @@ def write_partition_entries(job: BuildJob, name: str, docs: list[dict[str, Any]]
         spill.write_partitioned(job.path("clean", f"{name}.exact"), exact)
 
 
-def open_chunk(path: str):
-    """A chunk's documents file, memory-mapped for random access by row."""
+def chunk_batches(path: str, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """A chunk's documents as lists of row dicts, a record batch at a time (read, not memory-mapped,
+    so the file's pages do not count as resident memory)."""
     import pyarrow as pa
 
-    return pa.ipc.open_file(pa.memory_map(path, "r"))
-
-
-def chunk_batches(path: str, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-    """A chunk's documents as lists of row dicts, a record batch at a time."""
-    reader = open_chunk(path)
-    for index in range(reader.num_record_batches):
-        batch = reader.get_batch(index)
-        if columns is not None:
-            batch = batch.select(columns)
-        yield batch.to_pylist()
+    with pa.OSFile(path, "rb") as source:
+        reader = pa.ipc.open_file(source)
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)
+            if columns is not None:
+                batch = batch.select(columns)
+            yield batch.to_pylist()
 
 
 # --------------------------------------------------------------------------- ids
