@@ -494,7 +494,22 @@ def run_task(job: BuildJob, stage: str, task: Any, params: dict) -> Any:
     """Run one task of ``stage`` and write its completion marker (its result) last."""
     result = STAGES[stage](job, task, params)
     spill.write_object(spill.marker_path(job.work_dir, stage, task_name(task)), result)
+    release_memory()
     return result
+
+
+def release_memory() -> None:
+    """Give the memory a finished task freed back to the system, so that a worker's resident size
+    does not creep up task after task (Arrow's pool and glibc's heap keep freed memory otherwise)."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def task_done(job: BuildJob, stage: str, task: Any) -> bool:
