@@ -9,7 +9,7 @@ dedup does not eat the repetitions), then times:
   processes);
 Rates are MB of JSONL input per second per core: "wall" divides by wall time x workers
 (meaningful only on an otherwise idle machine), "CPU" by the CPU seconds of the job's
-processes (robust to other load): the launcher and, with ``--workers`` > 1, its SDK worker
+processes (robust to other load): the launcher and, with ``--workers`` > 1, its pool of worker
 processes, which it waits for, so ``RUSAGE_CHILDREN`` counts them (checked against polling
 ``/proc`` for every descendant: equal within 1%). The baseline and segmentation rows use CPU
 time. The same builds on 20 documents give the fixed cost, the rest is the per-MB cost.

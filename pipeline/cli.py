@@ -23,15 +23,15 @@ SOURCE_CHOICES = ("encyclopedia", "webpage", "story", "news", "dialog", "all")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, option: str = "--shard-size") -> int:
     """``"256MB"``, ``"1.5G"``, ``"4096"`` -> bytes (powers of 1024)."""
     match = _SIZE_RE.match(text)
     if not match:
-        raise CpmError(f"--shard-size: cannot read {text!r} as a size (e.g. 256MB)")
+        raise CpmError(f"{option}: cannot read {text!r} as a size (e.g. 256MB)")
     value, unit = float(match.group(1)), (match.group(2) or "").lower()[:1]
     size = int(value * {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit])
     if size <= 0:
-        raise CpmError("--shard-size must be positive")
+        raise CpmError(f"{option} must be positive")
     return size
 
 
@@ -103,11 +103,7 @@ def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: Seq
     args = [f"--runner={runner}"]
     if workers < 1:
         raise CpmError("--workers must be at least 1")
-    if runner in ("DirectRunner", "direct"):
-        args.append(f"--direct_num_workers={workers}")
-        if workers > 1:
-            args.append("--direct_running_mode=multi_processing")
-    elif runner == "DataflowRunner":
+    if runner == "DataflowRunner":  # DirectRunner: the launcher's pool of local processes
         args.append(f"--num_workers={workers}")
     elif runner in ("FlinkRunner", "SparkRunner"):
         args.append(f"--parallelism={workers}")
@@ -132,9 +128,16 @@ def build(
     ),
     output: str = typer.Option(..., "--output", "-o", help="Output directory (manifest.json, shards/, rejected/)."),
     runner: str = typer.Option("DirectRunner", "--runner", help="Beam runner: DirectRunner, DaskRunner (--dask_client_address=tcp://HOST:PORT, or a local cluster of --workers processes), FlinkRunner, SparkRunner, DataflowRunner."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Parallel workers (DirectRunner: processes; DaskRunner without an address: local worker processes)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-w", show_default="usable cores, capped by free memory / 1 GB",
+        help="Parallel workers (DirectRunner: local processes, one task each at a time; DaskRunner without an address: local worker processes).",
+    ),
     config: Optional[str] = typer.Option(None, "--config", show_default="the bundled per-source configs", help="JSON file overriding the per-source cleaning config."),
     shard_size: str = typer.Option("256MB", "--shard-size", help="Target (uncompressed) size of a shard."),
+    partition_size: str = typer.Option(
+        "32MB", "--partition-size", help="Text per task of the build's stages: a worker's memory and the unit of --resume."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Go on with an interrupted build of the same inputs and config."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory (atomically)."),
     no_dedup: bool = typer.Option(False, "--no-dedup", help="Skip near-duplicate removal."),
     # the defaults of DedupConfig (tests/test_cli.py checks that they agree)
@@ -151,15 +154,22 @@ def build(
     one that Beam does not know either is an error.
 
     Example: cpm corpus build --source news --input news.jsonl.gz --output out/news --workers 2
+
+    After a crash or kill, the same command with --resume redoes only the unfinished tasks.
     """
     if source not in SOURCE_CHOICES:
         raise CpmError(f"--source {source!r}: choose one of {', '.join(SOURCE_CHOICES)}")
     from cpm.schemas import SOURCES
 
     sources = list(SOURCES) if source == "all" else [source]
+    if workers is None:
+        from cpm.pipeline.launcher import default_workers
+
+        workers = default_workers()
     own = [opt for param in ctx.command.params for opt in getattr(param, "opts", ()) if opt.startswith("--")]
     beam_args = beam_arguments(runner, workers, list(ctx.args), own)
     shard_bytes = parse_size(shard_size)
+    partition_bytes = parse_size(partition_size, "--partition-size")
 
     from cpm.pipeline.clean import load_configs
 
@@ -184,10 +194,10 @@ def build(
         if not specs:
             raise CpmError(f"no bundled sample for --source {source}")
 
-    from cpm.pipeline.job import BuildJob, prepare_output, resolve_inputs, run_build
+    from cpm.pipeline.graph import BuildJob
+    from cpm.pipeline.launcher import build_fingerprint, prepare_output, resolve_inputs, run_build
 
     resolved, sizes = resolve_inputs(specs)
-    work_dir = prepare_output(output, overwrite)
     command_config = {
         "sources": sources,
         "inputs": [f"{s}={p}" for p, s in specs],
@@ -198,10 +208,13 @@ def build(
         "workers": workers,
         "beam_options": beam_args,
     }
-    job = BuildJob(sources, resolved, output, work_dir, configs, dedup, shard_bytes, sizes, command_config)
+    fingerprint_config = {k: v for k, v in command_config.items() if k not in ("runner", "workers", "beam_options")}
+    fingerprint = build_fingerprint(resolved, sizes, {**fingerprint_config, "partition_bytes": partition_bytes})
+    work_dir = prepare_output(output, overwrite, fingerprint, resume)
+    job = BuildJob(sources, resolved, output, work_dir, configs, dedup, shard_bytes, sizes, command_config, partition_bytes)
     started = time.monotonic()
     log.info("corpus build: %d input file(s), %.1f MB, %s with %d worker(s)", len(resolved), sum(sizes.values()) / 1e6, runner, workers)
-    manifest = run_build(job, beam_args, progress=progress)
+    manifest = run_build(job, beam_args, workers, progress=progress)
     print_summary(manifest, time.monotonic() - started, sum(sizes.values()))
     typer.echo(f"wrote {output}")
 

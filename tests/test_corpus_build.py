@@ -2,14 +2,19 @@
 
 Pipeline runs are expensive (seconds each), so one module-scoped build on a mixed, partly
 broken input serves most assertions, and a second build of the same input with two worker
-processes (``--direct_running_mode=multi_processing``) checks byte-identical shards.
+processes (the launcher's local pool) checks byte-identical shards.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,7 +83,7 @@ def run_build(inputs: dict[str, Path], output: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("build") / "out"
-    assert run_build(inputs, output) == 0
+    assert run_build(inputs, output, "--workers", "1") == 0  # each stage a Beam pipeline on the in-process runner
     return output
 
 
@@ -165,8 +170,58 @@ def test_two_worker_processes_give_byte_identical_shards(built, inputs, tmp_path
     first = {e["path"]: e["sha256"] for e in read_manifest(built)["shards"]}
     second = {e["path"]: e["sha256"] for e in read_manifest(output)["shards"]}
     assert first == second
-    assert "--direct_running_mode=multi_processing" in read_manifest(output)["config"]["beam_options"]
+    assert read_manifest(output)["config"]["workers"] == 2
     assert "--pipeline_type_check" in read_manifest(output)["config"]["beam_options"]
+
+
+def build_command(inputs: dict[str, Path], output: Path, *extra: str) -> list[str]:
+    args = [sys.executable, "-m", "cpm", "-q", "corpus", "build", "--source", "news", "--output", str(output),
+            "--shard-size", "16KB", "--no-progress"]
+    for path in inputs.values():
+        args += ["--input", str(path)]
+    return args + list(extra)
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/status").read().split("State:")[1].split("\n")[0].lower()
+    except (OSError, IndexError):
+        return "zombie"
+
+
+def test_resume_after_sigkill_gives_the_same_bytes_for_any_partition_size(built, inputs, tmp_path):
+    """A real build is killed (SIGKILL) mid-way; --resume finishes it, byte-identical to an uninterrupted
+    build with the default partitions and one worker; a resume with another config is a one-line error."""
+    output = tmp_path / "out"
+    small = ("--partition-size", "4KB", "--workers", "2")
+    markers = tmp_path / ".out.build" / ".tasks"
+    process = subprocess.Popen(build_command(inputs, output, *small), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (markers / "exact").is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+    assert workers, "the launcher's pool of two workers was not started"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid)], "workers outlived the launcher"
+    assert not (output / "manifest.json").exists(), "the build finished before it could be killed"
+    done = {p.parent.name for p in markers.glob("*/*.done")}
+    assert "clean" in done and "shards" not in done
+
+    other = subprocess.run(build_command(inputs, output, *small, "--resume", "--dedup-threshold", "0.7"), capture_output=True, text=True)
+    assert other.returncode == 1
+    assert "--resume" in other.stderr and "different config" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+    resumed = subprocess.run(build_command(inputs, output, *small, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    first = {e["path"]: e["sha256"] for e in read_manifest(built)["shards"]}
+    again = {e["path"]: e["sha256"] for e in read_manifest(output)["shards"]}
+    assert first == again
+    assert read_manifest(output)["counters"] == read_manifest(built)["counters"]
+    assert not (tmp_path / ".out.build").exists()
 
 
 def test_user_errors_are_one_line_and_before_any_work(built, inputs, tmp_path, capsys):

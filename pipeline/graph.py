@@ -1,0 +1,549 @@
+"""The staged graph of ``cpm corpus build``: stages of independent tasks over on-disk intermediates.
+
+::
+
+    read ──► clean ──► ids ──► [against] ► exact ──► lsh ──► components ──► fates ──► apply ──► shards
+    (file)   (chunk)   (part)   (index)     (part)    (part)   (one)          (chunk)   (chunk)   (shard)
+
+* **read** (one task per input file): the file's records, cut into *chunks* of about
+  ``partition_bytes`` of text.
+* **clean** (per chunk): read counters, cleaning, the chunk's documents with their node keys and
+  MinHash signatures (an Arrow file), its rejections, and (id, position) / (digest, node) entries
+  hash-partitioned into ``P`` partitions.
+* **ids** (per partition): repeated ids; every copy but the first in input order is rejected
+  (``duplicate_id``).
+* **against / exact / lsh / components** (dedup, :mod:`cpm.pipeline.dedup_stages`).
+* **fates** (per chunk): each document kept (with its cluster size) or rejected; the bytes that
+  fix the number of shards.
+* **apply** (per chunk): segmentation of the kept documents; rows, rejections and index rows
+  sorted within each output shard.
+* **shards** (per output shard): a k-way merge of the chunks' sorted pieces, written batch by batch.
+
+Every task holds one chunk or one partition, never the corpus, so memory does not grow with the
+input; a task's result is a small value in its completion marker (:mod:`cpm.pipeline.spill`).
+The number of partitions and shards comes from sizes counted by earlier stages, and every row's
+place from hashes of its own fields, so the output is the same for any partition size, runner
+and worker count. Each stage is an ordinary Beam pipeline (``Create`` -> ``Reshuffle`` -> one
+single-output ``ParDo`` running the tasks, :func:`add_stage`) that any runner can run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import apache_beam as beam
+
+from cpm.pipeline import spill
+from cpm.pipeline.clean import CleanConfig
+from cpm.pipeline.progress import ProgressFile
+from cpm.pipeline.records import RawRecord, Rejection
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".work"  # intermediates inside the hidden output directory
+SEGMENT_BATCH = 256
+SIGN_BATCH = 256
+CHUNK_BATCH_ROWS = 1024  # rows per record batch of a chunk's documents file (random access by row)
+
+
+@dataclass
+class BuildJob:
+    """Everything a ``corpus build`` run needs, resolved by the launcher (picklable)."""
+
+    sources: list[str]
+    inputs: list[tuple[str, str]]  # (file path or URL, source), sorted, unique
+    output: str  # final output directory (local)
+    work_dir: str  # hidden sibling directory the build writes into
+    configs: dict[str, CleanConfig]
+    dedup: Any = None  # DedupConfig, or None for no dedup
+    shard_bytes: int = 256 << 20
+    input_sizes: dict[str, int] = field(default_factory=dict)
+    command_config: dict[str, Any] = field(default_factory=dict)  # recorded in the manifest
+    partition_bytes: int = 32 << 20  # text per chunk and per hash partition
+
+    @property
+    def dedup_enabled(self) -> bool:
+        return self.dedup is not None and self.dedup.enabled
+
+    def path(self, *parts: str) -> str:
+        """A path of an intermediate file."""
+        return os.path.join(self.work_dir, WORK_DIR, *parts)
+
+
+def hash_partition(data: bytes, partitions: int) -> int:
+    return zlib.crc32(data) % partitions
+
+
+def chunk_name(index: int) -> str:
+    return f"{index:06d}"
+
+
+# --------------------------------------------------------------------------- read
+
+def read_task(job: BuildJob, task: int, params: dict) -> list[tuple[str, int]]:
+    """One input file -> chunk files of its records; [(chunk file, text bytes)]."""
+    from cpm.pipeline.readers import read_input
+
+    path, source = job.inputs[task]
+    chunks: list[tuple[str, int]] = []
+    records: list[RawRecord | Rejection] = []
+    size = 0
+
+    def flush() -> None:
+        name = job.path("read", f"{task:06d}-{len(chunks):05d}")
+        spill.write_rows(name, records)
+        chunks.append((name, size))
+
+    for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars):
+        records.append(record)
+        size += len((record.text or "").encode("utf-8", "replace")) + len((getattr(record, "html", None) or "").encode("utf-8", "replace"))
+        if size >= job.partition_bytes:
+            flush()
+            records, size = [], 0
+    if records or not chunks:
+        flush()
+    return chunks
+
+
+# --------------------------------------------------------------------------- clean
+
+def chunk_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("title", pa.string()),
+        ("url", pa.string()), ("date", pa.string()), ("meta", pa.string()), ("num_chars", pa.int64()),
+        ("cjk_ratio", pa.float64()), ("origin", pa.string()), ("node_key", pa.string()),
+        ("text_digest", pa.binary()), ("signature", pa.binary()),
+    ])
+
+
+def clean_task(job: BuildJob, task: int, params: dict) -> dict:
+    """Clean one chunk: its documents file, rejections, and id / digest entries by partition."""
+    from cpm.pipeline.clean import clean_record
+    from cpm.pipeline.rows import default_id, document_row, rejection_row, row_bytes
+
+    counts: dict[tuple, int] = {}
+    docs: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    progress = ProgressFile(job.work_dir, "read")
+
+    def add(key: tuple, amount: int) -> None:
+        counts[key] = counts.get(key, 0) + amount
+
+    for record in spill.read_rows(params["chunks"][task]):
+        source = record.source
+        text = record.text if isinstance(record, Rejection) or record.text is not None else record.html
+        size = len((text or "").encode("utf-8", "replace"))
+        progress.add(1, size)
+        add(("read", source), 1)
+        add(("bytes_read", source), size)
+        if isinstance(record, Rejection):
+            rejected.append(rejection_row(record))
+            continue
+        record.id = default_id(source, record.origin) if record.id is None else str(record.id)
+        result = clean_record(record, job.configs[source])
+        if isinstance(result, Rejection):
+            rejected.append(rejection_row(result))
+        else:
+            docs.append(document_row(result))
+    progress.flush()
+    name = chunk_name(task)
+    write_chunk_docs(job, name, docs)
+    spill.write_rows(job.path("clean", f"{name}.rej"), rejected)
+    write_partition_entries(job, name, docs, params["partitions"])
+    return {"counts": counts, "docs": len(docs), "rejected_bytes": sum(row_bytes(r) for r in rejected)}
+
+
+def write_chunk_docs(job: BuildJob, name: str, docs: list[dict[str, Any]]) -> None:
+    """A chunk's documents with node key, digest and signature: an uncompressed Arrow file."""
+    import pyarrow as pa
+
+    from cpm.pipeline.dedup import doc_node_key
+
+    for doc in docs:
+        doc["node_key"] = doc_node_key(doc)
+        doc["text_digest"] = doc["signature"] = None
+    if job.dedup_enabled:
+        from cpm.pipeline.minhash import sign_batch
+
+        config = job.dedup
+        for start in range(0, len(docs), SIGN_BATCH):
+            batch = docs[start : start + SIGN_BATCH]
+            sigs, digests = sign_batch([d["text"] for d in batch], config.num_perm, config.ngram, config.seed)
+            for doc, sig, digest in zip(batch, sigs, digests):
+                doc["signature"], doc["text_digest"] = sig.tobytes(), digest
+    schema = chunk_schema()
+    table = pa.Table.from_pylist(docs, schema=schema)
+    path = job.path("clean", f"{name}.arrow")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for batch in table.to_batches(max_chunksize=CHUNK_BATCH_ROWS):
+            writer.write_batch(batch)
+    os.replace(tmp, path)
+
+
+def write_partition_entries(job: BuildJob, name: str, docs: list[dict[str, Any]], partitions: int) -> None:
+    """(id, origin key, row) by id partition; with dedup, (digest, node key, chunk, row, signature)
+    by digest partition."""
+    from cpm.pipeline.rows import origin_key
+
+    chunk = int(name)
+    ids: dict[int, list] = {}
+    for row, doc in enumerate(docs):
+        part = hash_partition(doc["id"].encode("utf-8", "surrogatepass"), partitions)
+        ids.setdefault(part, []).append((doc["id"], origin_key(doc["origin"]), row))
+    spill.write_partitioned(job.path("clean", f"{name}.ids"), ids)
+    if job.dedup_enabled:
+        exact: dict[int, list] = {}
+        for row, doc in enumerate(docs):
+            digest = doc["text_digest"]
+            exact.setdefault(hash_partition(digest, partitions), []).append((digest, doc["node_key"], chunk, row, doc["signature"]))
+        spill.write_partitioned(job.path("clean", f"{name}.exact"), exact)
+
+
+def chunk_batches(path: str, columns: list[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """A chunk's documents as lists of row dicts, a record batch at a time (read, not memory-mapped,
+    so the file's pages do not count as resident memory)."""
+    import pyarrow as pa
+
+    with pa.OSFile(path, "rb") as source:
+        reader = pa.ipc.open_file(source)
+        for index in range(reader.num_record_batches):
+            batch = reader.get_batch(index)
+            if columns is not None:
+                batch = batch.select(columns)
+            yield batch.to_pylist()
+
+
+# --------------------------------------------------------------------------- ids
+
+def ids_task(job: BuildJob, task: int, params: dict) -> dict[int, dict[int, str]]:
+    """One id partition: {chunk: {row: first origin}} for every document whose id comes earlier."""
+    entries: dict[str, list[tuple]] = {}
+    for chunk in range(params["num_chunks"]):
+        for doc_id, key, row in spill.read_partition(job.path("clean", f"{chunk_name(chunk)}.ids"), task):
+            entries.setdefault(doc_id, []).append((key, chunk, row))
+    losers: dict[int, dict[int, str]] = {}
+    for copies in entries.values():
+        if len(copies) < 2:
+            continue
+        winner = min(copies)[0]
+        for key, chunk, row in copies:
+            if key[2] != winner[2]:
+                losers.setdefault(chunk, {})[row] = winner[2]
+    return losers
+
+
+LOSERS_FILE = "losers"
+
+
+def merge_losers(job: BuildJob, partitions: int) -> None:
+    """The ``ids`` results of every partition in one file, ``{chunk: {row: first origin}}`` (small:
+    only the later copies of repeated ids)."""
+    merged: dict[int, dict[int, str]] = {}
+    for part in range(partitions):
+        for chunk, rows in spill.read_object(spill.marker_path(job.work_dir, "ids", str(part))).items():
+            merged.setdefault(chunk, {}).update(rows)
+    spill.write_object(job.path(LOSERS_FILE), merged)
+
+
+def all_losers(job: BuildJob) -> dict[int, dict[int, str]]:
+    return spill.read_object(job.path(LOSERS_FILE))
+
+
+# --------------------------------------------------------------------------- fates
+
+def fates_task(job: BuildJob, task: int, params: dict) -> dict:
+    """Each document of a chunk kept (cluster size) or rejected; sizes and dedup counts."""
+    from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR
+    from cpm.pipeline.rows import MAX_REJECTED_TEXT_CHARS
+
+    name = chunk_name(task)
+    losers = all_losers(job).get(task, {})
+    rep_of: dict[int, tuple[str, int]] = {}
+    labels: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    detail = ""
+    if job.dedup_enabled:
+        from cpm.pipeline.dedup_stages import exact_fates, load_components
+
+        rep_of = exact_fates(job, task, params["partitions"])
+        labels, sizes = load_components(job)
+        config = job.dedup
+        detail = f"character {config.ngram}-gram Jaccard >= {config.threshold} (num_perm={config.num_perm})"
+    fates: list[tuple] = []
+    result = {"kept": 0, "kept_bytes": 0, "rejected_bytes": 0, "exact": 0, "near": 0, "largest": None}
+    columns = ["id", "num_chars", "node_key"]
+    row = 0
+    for batch in chunk_batches(job.path("clean", f"{name}.arrow"), columns):
+        for doc in batch:
+            fate = _fate(doc, losers.get(row), rep_of.get(row), labels, sizes, detail, job.dedup_enabled)
+            fates.append(fate)
+            if fate[0] == "keep":
+                result["kept"] += 1
+                result["kept_bytes"] += doc["num_chars"] * 5 + 200
+                candidate = (-fate[1], doc["id"])
+                if job.dedup_enabled and (result["largest"] is None or candidate < result["largest"]):
+                    result["largest"] = candidate
+            else:
+                chars = min(doc["num_chars"], MAX_REJECTED_TEXT_CHARS) if fate[0] == "duplicate_id" else doc["num_chars"]
+                result["rejected_bytes"] += chars * 5 + 200
+                result["exact"] += fate[0] == "reject" and fate[1] == RULE_EXACT
+                result["near"] += fate[0] == "reject" and fate[1] == RULE_NEAR
+            row += 1
+    spill.write_object(job.path("fates", name), fates)
+    return result
+
+
+def _fate(doc, winner, rep, labels, sizes, detail, dedup) -> tuple:
+    """("keep", cluster size) | ("duplicate_id", first origin) | ("reject", rule, survivor id, detail)."""
+    from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR, key_id
+
+    if winner is not None:
+        return ("duplicate_id", winner)
+    if not dedup:
+        return ("keep", 1)
+    if rep is None:  # cannot happen: every document has a fate; keep rather than lose it
+        return ("keep", 1)
+    key = doc["node_key"]
+    rep_key, multiplicity = rep
+    if rep_key != key:
+        survivor = labels.get(rep_key, rep_key)
+        return ("reject", RULE_EXACT, key_id(survivor), f"exact copy of {key_id(rep_key)} after normalisation")
+    if key in labels:
+        return ("reject", RULE_NEAR, key_id(labels[key]), f"{detail} with a document of its cluster")
+    return ("keep", int(sizes.get(key, multiplicity)))
+
+
+# --------------------------------------------------------------------------- apply
+
+def apply_task(job: BuildJob, task: int, params: dict) -> dict:
+    """Segment a chunk's kept documents; its rows, rejections and index rows sorted per output shard."""
+    from cpm.pipeline.rows import (
+        document_shard, document_sort_key, rejected_counts, rejected_shard, rejected_sort_key, rejection_row,
+    )
+    from cpm.tokenizer.segment import cut_batch
+
+    name = chunk_name(task)
+    fates = spill.read_object(job.path("fates", name))
+    counts: dict[tuple, int] = {}
+    rejected = list(spill.read_rows(job.path("clean", f"{name}.rej")))
+    kept: list[dict[str, Any]] = []
+    index_rows: list[dict[str, Any]] = []
+    progress = ProgressFile(job.work_dir, "segmented")
+
+    def add(key: tuple, amount: int) -> None:
+        counts[key] = counts.get(key, 0) + amount
+
+    def segment(batch: list[dict[str, Any]]) -> None:
+        from cpm.pipeline.rows import pack_words
+
+        words = cut_batch([doc["text"] for doc in batch])
+        for doc, doc_words in zip(batch, words):
+            doc["words"] = pack_words(doc_words)
+            doc["num_words"] = len(doc_words)
+            source = doc["source"]
+            add(("kept", source), 1)
+            add(("chars_kept", source), doc["num_chars"])
+            add(("bytes_kept", source), len(doc["text"].encode("utf-8")))
+            add(("words_kept", source), len(doc_words))
+        kept.extend(batch)
+        progress.add(len(batch), sum(len(doc["text"]) for doc in batch) * 3)
+
+    pending: list[dict[str, Any]] = []
+    row = 0
+    for batch in chunk_batches(job.path("clean", f"{name}.arrow")):
+        for doc in batch:
+            fate = fates[row]
+            row += 1
+            if fate[0] == "keep":
+                if job.dedup_enabled:
+                    index_rows.append({"id": doc["id"], "source": doc["source"], "num_chars": int(doc["num_chars"]),
+                                       "text_digest": doc["text_digest"], "signature": doc["signature"]})
+                for extra in ("node_key", "text_digest", "signature"):
+                    del doc[extra]
+                doc["dup_cluster_size"] = fate[1]
+                pending.append(doc)
+                if len(pending) == SEGMENT_BATCH:
+                    segment(pending)
+                    pending = []
+            elif fate[0] == "duplicate_id":
+                rejected.append(rejection_row(Rejection(
+                    doc["source"], "duplicate_id", doc["origin"], f"id also at {fate[1]}", doc["id"], doc["text"], doc["id"]
+                )))
+            else:
+                _, rule, survivor, why = fate
+                rejected.append({"id": doc["id"], "source": doc["source"], "rule": rule, "detail": why,
+                                 "duplicate_of": survivor, "origin": doc.get("origin") or "", "text": doc.get("text")})
+    if pending:
+        segment(pending)
+    progress.flush()
+    for rejected_row in rejected:
+        for key, amount in rejected_counts(rejected_row):
+            add(key, amount)
+    spill.write_partitioned(job.path("apply", f"{name}.documents"),
+                            _by_shard(kept, params["n_documents"], document_shard, document_sort_key))
+    spill.write_partitioned(job.path("apply", f"{name}.rejected"),
+                            _by_shard(rejected, params["n_rejected"], rejected_shard, rejected_sort_key))
+    if job.dedup_enabled:
+        from cpm.pipeline.dedup import _shard_of
+
+        spill.write_partitioned(job.path("apply", f"{name}.signatures"), _by_shard(
+            index_rows, params["n_signatures"], lambda r, n: _shard_of(r["id"], n), index_sort_key))
+    return {"counts": counts}
+
+
+def index_sort_key(row: dict[str, Any]) -> tuple:
+    return (row["id"], row["num_chars"], row["text_digest"])
+
+
+def _by_shard(rows, n_shards: int, shard_of: Callable, sort_key: Callable) -> dict[int, list]:
+    by_shard: dict[int, list] = {}
+    for row in rows:
+        by_shard.setdefault(shard_of(row, n_shards), []).append(row)
+    return {shard: sorted(shard_rows, key=sort_key) for shard, shard_rows in by_shard.items()}
+
+
+# --------------------------------------------------------------------------- shards
+
+SORT_KEYS = {"documents": "document", "rejected": "rejected", "signatures": "index"}
+
+
+def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
+    """Merge the chunks' sorted pieces of one output shard and write it, a record batch at a time."""
+    from cpm.pipeline.rows import document_sort_key, rejected_sort_key, shard_batches
+    from cpm.schemas import document_schema, rejected_schema
+    from cpm.shards.io import shard_name, write_table
+
+    kind, index = task
+    pieces = [spill.read_partition(job.path("apply", f"{chunk_name(c)}.{kind}"), index) for c in range(params["num_chunks"])]
+    if kind == "signatures":
+        from cpm.pipeline.dedup import INDEX_DIR
+        from cpm.pipeline.dedup_stages import signature_batches
+        from cpm.schemas import signature_schema
+
+        shards = params["n_signatures"]
+        rows = heapq.merge(*pieces, key=index_sort_key)
+        path = os.path.join(job.work_dir, INDEX_DIR, f"signatures-{index:05d}-of-{shards:05d}.arrow")
+        schema = signature_schema(job.dedup.num_perm, job.dedup.index_metadata())
+        info = write_table(path, signature_batches(rows, job.dedup, schema), schema)
+        return info.entry(job.work_dir)
+    sort_key = document_sort_key if kind == "documents" else rejected_sort_key
+    schema = document_schema() if kind == "documents" else rejected_schema()
+    subdir = "shards" if kind == "documents" else "rejected"
+    rows = heapq.merge(*pieces, key=sort_key)
+    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), shard_batches(rows, kind), schema)
+    return {**info.entry(job.work_dir), "kind": kind}
+
+
+# --------------------------------------------------------------------------- warm-up
+
+def warm_up(job: BuildJob) -> None:
+    """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+    from cpm.pipeline.clean import clean_record
+    from cpm.tokenizer.segment import cut
+
+    cut("预热")
+    for source, config in job.configs.items():
+        clean_record(RawRecord(source, "warm-up:1", text="预热。" * 20, id="warm-up"), config)
+    if job.dedup_enabled:
+        from cpm.pipeline.minhash import sign_batch
+
+        sign_batch(["预热"], job.dedup.num_perm, job.dedup.ngram, job.dedup.seed)
+
+
+# --------------------------------------------------------------------------- stages
+
+def _dedup_stage(name: str) -> Callable:
+    def run(job: BuildJob, task, params: dict):
+        from cpm.pipeline import dedup_stages
+
+        return getattr(dedup_stages, f"{name}_task")(job, task, params)
+
+    run.__name__ = f"{name}_task"
+    return run
+
+
+STAGES: dict[str, Callable[[BuildJob, Any, dict], Any]] = {
+    "read": read_task,
+    "clean": clean_task,
+    "ids": ids_task,
+    "against": _dedup_stage("against"),
+    "exact": _dedup_stage("exact"),
+    "lsh": _dedup_stage("lsh"),
+    "components": _dedup_stage("components"),
+    "fates": fates_task,
+    "apply": apply_task,
+    "shards": shard_task,
+}
+
+
+def task_name(task: Any) -> str:
+    return "-".join(map(str, task)) if isinstance(task, tuple) else str(task)
+
+
+def run_task(job: BuildJob, stage: str, task: Any, params: dict) -> Any:
+    """Run one task of ``stage`` and write its completion marker (its result) last."""
+    result = STAGES[stage](job, task, params)
+    spill.write_object(spill.marker_path(job.work_dir, stage, task_name(task)), result)
+    release_memory()
+    return result
+
+
+def release_memory() -> None:
+    """Give the memory a finished task freed back to the system, so that a worker's resident size
+    does not creep up task after task (Arrow's pool and glibc's heap keep freed memory otherwise)."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def task_done(job: BuildJob, stage: str, task: Any) -> bool:
+    return os.path.exists(spill.marker_path(job.work_dir, stage, task_name(task)))
+
+
+def task_result(job: BuildJob, stage: str, task: Any) -> Any:
+    return spill.read_object(spill.marker_path(job.work_dir, stage, task_name(task)))
+
+
+class RunTasks(beam.DoFn):
+    """The tasks of one stage (a single output: the names of the finished tasks)."""
+
+    def __init__(self, job: BuildJob, stage: str, params: dict) -> None:
+        self.job, self.stage, self.params = job, stage, params
+
+    def process(self, task):
+        run_task(self.job, self.stage, task, self.params)
+        yield task_name(task)
+
+
+def add_stage(pipeline: beam.Pipeline, job: BuildJob, stage: str, tasks: list, params: dict):
+    """One stage as a Beam graph: its tasks, spread over workers, each run by a ``ParDo``.
+
+    Only ``Create``, ``Reshuffle`` and a single-output ``ParDo`` without side inputs: what every
+    runner supports (Beam's Dask runner mishandles multi-output ``ParDo`` and singleton side inputs).
+    """
+    return (
+        pipeline
+        | f"{stage}Tasks" >> beam.Create(tasks)
+        | f"{stage}Spread" >> beam.Reshuffle()
+        | f"{stage}Run" >> beam.ParDo(RunTasks(job, stage, params))
+    )
+
+
+def num_partitions(chunk_bytes: int, partition_bytes: int) -> int:
+    return max(1, math.ceil(chunk_bytes / partition_bytes))

@@ -1,0 +1,268 @@
+"""Rows of the corpus build: document and rejected rows, their shard keys, counters and tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from typing import Any, Iterator
+
+from cpm.pipeline.clean import cjk_ratio
+from cpm.pipeline.records import RawRecord, Rejection
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_RULES = ("exact_duplicate", "near_duplicate")
+MAX_REJECTED_TEXT_CHARS = 1_000_000  # rejected rows keep at most this much of a record's text
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def default_id(source: str, origin: str) -> str:
+    return f"{source}-{hashlib.blake2b(origin.encode('utf-8'), digest_size=8).hexdigest()}"
+
+
+def origin_key(origin: str) -> tuple[str, int, str]:
+    """Sort key of an ``"path:line"`` origin: path, then line number as an integer."""
+    path, _, line = origin.rpartition(":")
+    return (path, int(line), origin) if line.isdigit() else (origin, -1, origin)
+
+
+def valid_utf8(value: str | None) -> str | None:
+    """``value`` with lone surrogates (from JSON ``\\udxxx`` escapes) replaced, so Arrow can store it."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def rejection_row(rejection: Rejection) -> dict[str, Any]:
+    row = {k: valid_utf8(v) for k, v in rejection.row().items()}
+    if row["text"] is not None and len(row["text"]) > MAX_REJECTED_TEXT_CHARS:
+        row["text"] = row["text"][:MAX_REJECTED_TEXT_CHARS]
+    return row
+
+
+def document_row(record: RawRecord) -> dict[str, Any]:
+    """A cleaned record as a document row (without ``words``, ``num_words``, ``dup_cluster_size``)."""
+    text = record.text or ""
+    return {
+        "id": valid_utf8(record.id),
+        "source": record.source,
+        "text": text,
+        "title": valid_utf8(record.title),
+        "url": valid_utf8(record.url),
+        "date": valid_utf8(record.date),
+        "meta": valid_utf8(json.dumps(record.meta or {}, ensure_ascii=False, sort_keys=True, default=str)),
+        "num_chars": len(text),
+        "cjk_ratio": cjk_ratio(text),
+        "origin": valid_utf8(record.origin),
+    }
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """Estimated uncompressed bytes of a row in its shard (text, words and the small fields)."""
+    return len(row.get("text") or "") * 5 + 200
+
+
+WORD_SEPARATOR = "\x00"  # never in a cleaned text (unicode_repair removes it): words travel as one string
+
+
+def pack_words(words: list[str]) -> str | list[str]:
+    packed = WORD_SEPARATOR.join(words)
+    return packed if len(packed) - len(words) + 1 == sum(map(len, words)) else words
+
+
+def unpack_words(words: str | list[str]) -> list[str]:
+    if isinstance(words, list):
+        return words
+    return words.split(WORD_SEPARATOR) if words else []
+
+
+def rejected_counts(row: dict[str, Any]) -> Iterator[tuple[tuple, int]]:
+    kind = "duplicates" if row["rule"] in DUPLICATE_RULES else "rejected"
+    yield (kind, row["source"], row["rule"]), 1
+
+
+def num_shards(total_bytes: int, shard_bytes: int) -> int:
+    return max(1, math.ceil(total_bytes / shard_bytes))
+
+
+def documents_table(rows: list[dict[str, Any]], schema):
+    """The document rows as an Arrow table, column by column; packed ``words`` are split by Arrow.
+
+    Splitting in Arrow avoids one Python string per word (millions per shard).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "words"}
+    packed = [row["words"] for row in rows]
+    if all(isinstance(words, str) for words in packed):
+        counts = [row["num_words"] for row in rows]
+        joined = WORD_SEPARATOR.join(words for words in packed if words)
+        flat = pc.split_pattern(pa.array([joined], pa.large_string()), WORD_SEPARATOR).flatten() if joined else pa.array([], pa.large_string())
+        offsets = [0]
+        for count in counts:
+            offsets.append(offsets[-1] + count)
+        if offsets[-1] != len(flat):
+            raise AssertionError(f"words do not match num_words ({len(flat)} != {offsets[-1]})")
+        words = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), flat).cast(schema.field("words").type)
+    else:  # a word contains the separator (never for cleaned text): plain lists
+        words = pa.array([unpack_words(w) for w in packed], schema.field("words").type)
+    arrays = [words if name == "words" else pa.array(columns[name], schema.field(name).type) for name in schema.names]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def input_entry(path: str, source: str, size: int | None) -> dict[str, Any]:
+    """Manifest entry of an input file: path, bytes and sha256 (read through Beam's file systems)."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.filesystem import CompressionTypes
+
+    entry: dict[str, Any] = {"path": path, "kind": source}
+    if size is not None:
+        entry["bytes"] = size
+    digest = hashlib.sha256()
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        entry["sha256"] = digest.hexdigest()
+    except Exception as exc:  # noqa: BLE001 - recorded, the job's own counters say what was read
+        log.warning("%s: cannot checksum (%s)", path, exc)
+    return entry
+
+
+def assemble_counters(counts: dict[tuple, int], sources: list[str]) -> dict[str, Any]:
+    """Nested manifest counters from the flat ``(kind, source[, rule]) -> n`` sums."""
+    def empty() -> dict[str, Any]:
+        return {
+            "records_read": 0, "kept": 0, "rejected": 0, "duplicates": 0,
+            "bytes_read": 0, "chars_kept": 0, "bytes_kept": 0, "words_kept": 0,
+            "rejected_by_rule": {}, "duplicates_by_rule": {},
+        }
+
+    total = empty()
+    by_source = {s: empty() for s in sources}
+    names = {"read": "records_read", "bytes_read": "bytes_read", "kept": "kept", "chars_kept": "chars_kept",
+             "bytes_kept": "bytes_kept", "words_kept": "words_kept"}
+    for key, amount in sorted(counts.items()):
+        kind, source = key[0], key[1]
+        targets = [total, by_source.setdefault(source, empty())]
+        for target in targets:
+            if kind in names:
+                target[names[kind]] += amount
+            else:  # rejected / duplicates by rule
+                rule = key[2]
+                target[kind] += amount
+                bucket = target[f"{kind}_by_rule"]
+                bucket[rule] = bucket.get(rule, 0) + amount
+    for target in [total, *by_source.values()]:
+        target["rejected_by_rule"] = dict(sorted(target["rejected_by_rule"].items()))
+        target["duplicates_by_rule"] = dict(sorted(target["duplicates_by_rule"].items()))
+    return {**total, "by_source": by_source}
+
+
+# --------------------------------------------------------------------------- shards
+
+def document_shard(row: dict[str, Any], n_shards: int) -> int:
+    """The document shard of a kept row: ``stable_hash(id) % n``."""
+    return stable_hash(row["id"]) % n_shards
+
+
+def rejected_shard(row: dict[str, Any], n_shards: int) -> int:
+    """The rejected shard of a rejected row: a hash of its origin and rule."""
+    return stable_hash(f"{row['origin']}\0{row['rule']}") % n_shards
+
+
+def document_sort_key(row: dict[str, Any]) -> str:
+    """Rows of a document shard are sorted by id (ids are unique in a build)."""
+    return row["id"]
+
+
+def rejected_sort_key(row: dict[str, Any]) -> tuple:
+    """Rows of a rejected shard are sorted by input position, then rule and id."""
+    return (origin_key(row["origin"]), row["rule"], row["id"] or "")
+
+
+def shard_batches(rows: Iterator[dict[str, Any]], kind: str, batch_rows: int = 1024):
+    """Sorted rows -> the record batches of a ``kind`` shard (``documents`` or ``rejected``).
+
+    Written a batch at a time, the bytes of slicing one table of the whole shard into ``batch_rows``-row
+    batches: each batch is the head of a table of its rows and the next batch's, because Arrow's IPC
+    writer pads a sliced string buffer with up to 7 of the bytes that follow it in memory.
+    """
+    import pyarrow as pa
+
+    from cpm.schemas import document_schema, rejected_schema
+
+    schema = document_schema() if kind == "documents" else rejected_schema()
+
+    def table(rows_of_batches):
+        if kind == "documents":
+            return documents_table(rows_of_batches, schema)
+        return pa.Table.from_pylist(rows_of_batches, schema=schema)
+
+    columns = schema.names if kind == "rejected" else [n for n in schema.names if n not in ("num_chars", "cjk_ratio", "num_words", "dup_cluster_size")]
+    yield from lookahead_batches(rows, table, batch_rows, tuple(columns))
+
+
+WRITER_PADDING = 64  # Arrow's IPC writer copies a sliced buffer up to this alignment
+
+
+def lookahead_batches(rows: Iterator[Any], table_of, batch_rows: int = 1024, columns: tuple[str, ...] = ()):
+    """Record batches of ``batch_rows`` rows, each sliced from a table of it and the rows after it.
+
+    Arrow's IPC writer copies a sliced buffer up to a 64-byte boundary, so a batch sliced from a
+    whole shard's table carries bytes of the rows after it. The table of a batch holds the next rows
+    until each of ``columns`` (string, or packed ``words``) has 64 bytes after the batch (and at
+    least 16 rows, for the offsets), as far as the next batch goes: the bytes of slicing the whole
+    shard, unless a column has fewer than 64 bytes in the next ``batch_rows`` rows but more later
+    (then only those few bytes of padding differ, never the rows).
+    """
+    current: list[Any] = []
+    following: list[Any] = []
+    for row in rows:
+        (following if len(current) == batch_rows else current).append(row)
+        if len(following) == batch_rows:
+            extra = _lookahead(following, columns)
+            yield table_of(current + following[:extra]).slice(0, batch_rows).to_batches()[0]
+            current, following = following, []
+    if current:
+        whole = table_of(current + following)
+        yield from whole.to_batches(max_chunksize=batch_rows)
+
+
+def _value_bytes(value: Any, column: str) -> int:
+    """At least min(:data:`WRITER_PADDING`, bytes) of a row's value in its column's data buffer."""
+    if value is None:
+        return 0
+    if isinstance(value, list):  # unpacked words
+        return sum(len(word.encode("utf-8")) for word in value[:WRITER_PADDING])
+    if column == "words":
+        value = value[: 2 * WRITER_PADDING].replace(WORD_SEPARATOR, "")
+    return WRITER_PADDING if len(value) >= WRITER_PADDING else len(value.encode("utf-8"))
+
+
+def _lookahead(following: list[dict[str, Any]], columns: tuple[str, ...]) -> int:
+    """How many of ``following`` rows hold the bytes the writer copies past the batch before them."""
+    if not columns:
+        return len(following)
+    needed = min(len(following), WRITER_PADDING // 4)  # 4-byte offsets up to the boundary
+    for column in columns:
+        total, last = 0, -1
+        for index, row in enumerate(following):
+            size = _value_bytes(row.get(column), column)
+            if size:
+                total, last = total + size, index
+                if total >= WRITER_PADDING:
+                    break
+        needed = max(needed, last + 1)
+    return needed

@@ -1,0 +1,94 @@
+"""The staged build's pieces: spill files, and the Beam graph of a stage (what every runner supports)."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import pytest
+
+from cpm.pipeline import graph, spill
+from cpm.pipeline.graph import BuildJob
+
+
+def test_partitioned_spill_files_round_trip_by_partition_and_frame(tmp_path):
+    path = str(tmp_path / "sub" / "parts")
+    rows = {3: [("a", i) for i in range(600)], 0: [{"x": b"\x00" * 10}], 7: []}
+    assert spill.write_partitioned(path, rows) == 601
+    assert list(spill.read_partition(path, 3)) == rows[3]  # three frames, in order
+    assert list(spill.read_partition(path, 0)) == rows[0]
+    assert list(spill.read_partition(path, 7)) == [] and list(spill.read_partition(path, 5)) == []
+    assert spill.partitions_of(path) == [0, 3]  # the partitions with rows
+    assert os.listdir(tmp_path / "sub") == ["parts"]  # no temporary file left
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    def rows():
+        yield 1
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        spill.write_rows(str(tmp_path / "f"), rows())
+    assert os.listdir(tmp_path) == []
+
+
+def _job(tmp_path) -> BuildJob:
+    return BuildJob(["news"], [], str(tmp_path / "out"), str(tmp_path / "work"), {})
+
+
+def test_a_stage_is_create_reshuffle_and_one_single_output_pardo_without_side_inputs(tmp_path):
+    """The features Beam's Dask runner mishandles (multi-output ParDo, side inputs) stay out of the graph."""
+    pipeline = beam.Pipeline()
+    graph.add_stage(pipeline, _job(tmp_path), "ids", [0, 1, 2], {"num_chunks": 0})
+    proto = pipeline.to_runner_api()
+    pardos = [t for t in proto.components.transforms.values() if t.spec.urn == "beam:transform:pardo:v1"]
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    for transform in pardos:
+        payload = beam_runner_api_pb2.ParDoPayload.FromString(transform.spec.payload)
+        assert not payload.side_inputs, transform.unique_name
+        assert len(transform.outputs) <= 1, transform.unique_name
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"idsTasks", "idsSpread", "idsRun"} <= names
+
+
+def test_a_stage_runs_its_tasks_and_leaves_their_markers(tmp_path):
+    job = _job(tmp_path)
+    for chunk in range(2):  # two chunks' id entries, one repeated id across them
+        spill.write_partitioned(job.path("clean", f"{graph.chunk_name(chunk)}.ids"),
+                                {0: [("same", ("f", chunk + 1, f"f:{chunk + 1}"), 0)]})
+    with beam.Pipeline() as pipeline:
+        graph.add_stage(pipeline, job, "ids", [0], {"num_chunks": 2})
+    assert graph.task_done(job, "ids", 0)
+    assert graph.task_result(job, "ids", 0) == {1: {0: "f:1"}}  # the later copy loses to f:1
+
+
+def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_path):
+    """Titles on some rows, a url on every row but in runs of nulls, short texts; a column sparser
+    than 64 bytes per 1,024 rows changes only padding bytes, never rows."""
+    import random
+
+    from cpm.pipeline.rows import documents_table, pack_words, shard_batches
+    from cpm.schemas import document_schema
+    from cpm.shards.io import write_table
+
+    rng = random.Random(3)
+    rows = []
+    for i in range(3000):
+        words = ["中文", "词", "x"] * rng.randint(1, 5)
+        text = "".join(words)
+        rows.append({
+            "id": f"d{i:05d}", "source": "news", "text": text, "words": pack_words(words), "num_words": len(words),
+            "title": f"标题{i}" if rng.random() < 0.3 else None, "url": None if 1000 < i % 1500 < 1400 else "http://a.b/c",
+            "date": None, "meta": "{}", "num_chars": len(text), "cjk_ratio": 0.5, "dup_cluster_size": 1, "origin": f"f:{i}",
+        })
+    schema = document_schema()
+    whole = write_table(tmp_path / "whole.arrow", documents_table(rows, schema), schema)
+    batched = write_table(tmp_path / "batched.arrow", shard_batches(iter(rows), "documents"), schema)
+    assert whole.sha256 == batched.sha256
+    for i, row in enumerate(rows):
+        row["url"] = "http://a.b/c" if i % 700 == 699 else None
+    sparse = write_table(tmp_path / "sparse.arrow", shard_batches(iter(rows), "documents"), schema)
+    from cpm.shards.io import read_table
+
+    assert read_table(sparse.path).equals(documents_table(rows, schema))
