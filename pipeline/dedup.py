@@ -466,6 +466,18 @@ def index_nodes(batch) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
         yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
 
 
+def read_index(path: str) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
+    """(text digest, (node key, signature bytes)) of every document in one signature shard.
+
+    Read through :func:`cpm.shards.beam.read_shard_batches`, the reader of :class:`~cpm.shards.beam.ReadShards`
+    (Beam's file systems, every record batch validated).
+    """
+    from cpm.shards.beam import read_shard_batches
+
+    for batch in read_shard_batches(path, "signatures"):
+        yield from index_nodes(batch)
+
+
 def write_index_shard(item: tuple[int, Iterable[dict]], output_dir: str, config: DedupConfig, num_shards: int) -> dict:
     """Write one signature shard (rows sorted by id); return its manifest entry."""
     import pyarrow as pa

@@ -30,6 +30,20 @@ from cpm.errors import ShardError
 NAMESPACE = "cpm.shards"
 
 
+def read_shard_batches(path: str, kind: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The validated record batches of one shard, opened through Beam's ``FileSystems`` (any scheme)."""
+    from cpm.shards.io import open_shard_source, read_batch
+
+    try:
+        handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:  # noqa: BLE001 - each file system raises its own errors
+        raise ShardError(f"{path}: cannot open: {' '.join(str(exc).split())}") from None
+    with handle:
+        reader = open_shard_source(pa.PythonFile(handle, mode="r"), path, kind)
+        for index in range(reader.num_record_batches):
+            yield read_batch(reader, index, path)
+
+
 class _ReadShardFn(beam.DoFn):
     """A matched shard file -> its validated record batches (or their rows)."""
 
@@ -40,22 +54,12 @@ class _ReadShardFn(beam.DoFn):
         self.batches = Metrics.counter(NAMESPACE, "record_batches_read")
 
     def process(self, metadata) -> Iterator:
-        from cpm.shards.io import open_shard_source, read_batch
-
-        path = metadata.path
-        try:
-            handle = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-        except Exception as exc:  # noqa: BLE001 - each file system raises its own errors
-            raise ShardError(f"{path}: cannot open: {' '.join(str(exc).split())}") from None
-        with handle:
-            reader = open_shard_source(pa.PythonFile(handle, mode="r"), path, self.kind)
-            for index in range(reader.num_record_batches):
-                batch = read_batch(reader, index, path)
-                self.batches.inc()
-                if self.rows:
-                    yield from batch.to_pylist()
-                else:
-                    yield batch
+        for batch in read_shard_batches(metadata.path, self.kind):
+            self.batches.inc()
+            if self.rows:
+                yield from batch.to_pylist()
+            else:
+                yield batch
         self.shards.inc()
 
 

@@ -61,6 +61,9 @@ def test_a_truncated_shard_is_a_one_line_error(tmp_path):
     ckpt = save_checkpoint(tmp_path / "run", 1, model, optimizer, state, {}, ParallelContext())
     shard = ckpt / "model-tp00-of-01.pt"
     shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(CpmError, match=r"model-tp00-of-01\.pt: corrupted checkpoint file: 100 bytes, checksums\.json says"):
+        load_model(tmp_path / "run")
+    (ckpt / "checksums.json").unlink()  # a checkpoint of an older cpm, without checksums: torch.load fails
     with pytest.raises(CpmError) as error:
         load_model(tmp_path / "run")
     message = str(error.value)

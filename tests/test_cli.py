@@ -77,7 +77,7 @@ def test_dedup_defaults_shown_are_the_real_ones() -> None:
 def test_unknown_option_of_corpus_build_is_an_error(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     # it used to go to Beam, which logged 'Discarding unparseable args' and built the corpus without it
     out = tmp_path / "out"
-    for given, message in [("--resume", "no such option: --resume: neither cpm nor Beam knows it"),
+    for given, message in [("--resumed", "no such option: --resumed: neither cpm nor Beam knows it"),
                            ("--dedup-treshold=0.7", "neither cpm nor Beam knows it (did you mean --dedup-threshold?)"),
                            ("--direct_num_workers=abc", "argument --direct_num_workers: invalid int value: 'abc'")]:
         assert main(["corpus", "build", "--source", "news", "--output", str(out), given]) == 1
@@ -116,3 +116,17 @@ def test_root_flags_take_no_value_in_help(capsys: pytest.CaptureFixture[str]) ->
     assert "<bool>" not in "".join(line for line in out.splitlines() if "--debug" in line or "--version" in line)
 
 
+
+
+def console_script() -> str:
+    """The ``cpm`` executable that ``pip install`` put next to this interpreter."""
+    path = Path(sys.executable).parent / "cpm"
+    assert path.is_file(), f"{path}: the console script is not installed (pip install -e .)"
+    return str(path)
+
+
+def test_console_script_and_module_entry_points(tmp_path) -> None:
+    for command in ([console_script()], [sys.executable, "-m", "cpm"]):
+        out = subprocess.run([*command, "--version"], capture_output=True, text=True, check=True, cwd=tmp_path)
+        assert out.stdout.strip() == f"cpm {__version__}"
+        failed = subprocess.run([*command, "shards", "inspect", str(tmp_path / "missing")], capture_output=True, text=True)

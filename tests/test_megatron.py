@@ -215,7 +215,7 @@ def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
     (tmp_path / "c" / "data.idx").write_bytes(b"old")  # exporting again replaces a previous export
     export_megatron(paths, tmp_path / "c" / "data", progress=False)
     assert read_megatron(tmp_path / "a" / "b" / "data") == read_megatron(tmp_path / "c" / "data")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["data.bin", "data.idx"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["data.bin", "data.idx", "data.json"]
 
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
