@@ -198,6 +198,9 @@ def build(
     from cpm.pipeline.launcher import build_fingerprint, prepare_output, resolve_inputs, run_build
 
     resolved, sizes = resolve_inputs(specs)
+    from cpm.pipeline.graph import balanced_partition_bytes
+
+    partition_bytes = balanced_partition_bytes(partition_bytes, sum(sizes.values()))
     command_config = {
         "sources": sources,
         "inputs": [f"{s}={p}" for p, s in specs],

@@ -547,3 +547,18 @@ def add_stage(pipeline: beam.Pipeline, job: BuildJob, stage: str, tasks: list, p
 
 def num_partitions(chunk_bytes: int, partition_bytes: int) -> int:
     return max(1, math.ceil(chunk_bytes / partition_bytes))
+
+
+BALANCE_CHUNKS = 16  # an input smaller than 16 partitions is cut into ~16 chunks ...
+MIN_PARTITION_BYTES = 1 << 20  # ... of at least 1 MiB
+
+
+def balanced_partition_bytes(partition_bytes: int, input_bytes: int) -> int:
+    """The text per chunk for ``input_bytes`` of input: ``--partition-size``, or less for small inputs.
+
+    A 40 MB input cut at 32 MB gives two unequal chunks, and two workers then wait on the larger one;
+    ~16 chunks keep up to 16 workers busy to the end of each stage. It depends on the input's size
+    only (never on ``--workers``), so a resumed build cuts the same chunks; the output does not
+    depend on it at all.
+    """
+    return max(min(MIN_PARTITION_BYTES, partition_bytes), min(partition_bytes, input_bytes // BALANCE_CHUNKS))

@@ -92,3 +92,14 @@ def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_pat
     from cpm.shards.io import read_table
 
     assert read_table(sparse.path).equals(documents_table(rows, schema))
+
+
+def test_small_inputs_are_cut_into_balanced_chunks():
+    from cpm.pipeline.graph import BALANCE_CHUNKS, MIN_PARTITION_BYTES, balanced_partition_bytes
+
+    mb = 1 << 20
+    # 40 MB at --partition-size 32MB would be two unequal chunks (32 + 8): ~16 equal ones instead
+    assert balanced_partition_bytes(32 * mb, 40 * mb) == 40 * mb // BALANCE_CHUNKS
+    assert balanced_partition_bytes(32 * mb, 100 << 30) == 32 * mb  # large inputs: --partition-size itself
+    assert balanced_partition_bytes(32 * mb, 3 * mb) == MIN_PARTITION_BYTES  # never below 1 MiB ...
+    assert balanced_partition_bytes(64 << 10, 3 * mb) == 64 << 10  # ... unless asked for smaller
