@@ -69,6 +69,22 @@ def check_runner(runner: str) -> None:
     raise CpmError(f"--runner {runner!r}: unknown Beam runner (use one of {', '.join(BEAM_RUNNERS[:6])}, or a module.ClassName)")
 
 
+def known_beam_options() -> set[str]:
+    """Every option name of Beam's ``PipelineOptions`` classes, the runners' own included (Dask's
+    are defined only once its runner module is imported; cpm's local-cluster size too)."""
+    import importlib
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    import cpm.pipeline.runners  # noqa: F401 - LocalDaskOptions
+
+    try:
+        importlib.import_module("apache_beam.runners.dask.dask_runner")  # DaskOptions (needs cpm[dask])
+    except ImportError:
+        pass
+    return set(PipelineOptions([]).get_all_options())
+
+
 def check_beam_options(extra: list[str], cpm_options: Sequence[str] = ()) -> None:
     """Raise :class:`CpmError` for an option of ``extra`` that no Beam ``PipelineOptions`` class
     defines (Beam itself would only log 'Discarding unparseable args' and run without it)."""
@@ -79,7 +95,7 @@ def check_beam_options(extra: list[str], cpm_options: Sequence[str] = ()) -> Non
         return
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    known = set(PipelineOptions([]).get_all_options())
+    known = known_beam_options()
     printed = io.StringIO()
     try:
         with contextlib.redirect_stderr(printed):

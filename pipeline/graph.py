@@ -426,13 +426,13 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     kind, index = task
     pieces = [spill.read_partition(job.path("apply", f"{chunk_name(c)}.{kind}"), index) for c in range(params["num_chunks"])]
     if kind == "signatures":
-        from cpm.pipeline.dedup import INDEX_DIR
+        from cpm.pipeline.dedup import INDEX_DIR, SIGNATURE_SUFFIX
         from cpm.pipeline.dedup_stages import signature_batches
         from cpm.schemas import signature_schema
 
         shards = params["n_signatures"]
         rows = heapq.merge(*pieces, key=index_sort_key)
-        path = os.path.join(job.work_dir, INDEX_DIR, f"signatures-{index:05d}-of-{shards:05d}.arrow")
+        path = os.path.join(job.work_dir, INDEX_DIR, f"signatures-{index:05d}-of-{shards:05d}{SIGNATURE_SUFFIX}")
         schema = signature_schema(job.dedup.num_perm, job.dedup.index_metadata())
         info = write_table(path, signature_batches(rows, job.dedup, schema), schema)
         return info.entry(job.work_dir)

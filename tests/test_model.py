@@ -126,7 +126,7 @@ def test_learning_rate_schedule():
 
 def test_large_fails_fast_when_it_cannot_fit(monkeypatch):
     """The free memory is set here, not read from the host, so this runs the same everywhere."""
-    from cpm.trainer import train as train_module
+    from cpm.trainer import memory as memory_module
 
     config = model_config("large", vocab_size=30000)
     need = estimate_memory(config, 1, 1, 1024, "fp32")["total"]
@@ -134,10 +134,10 @@ def test_large_fails_fast_when_it_cannot_fit(monkeypatch):
     assert estimate_memory(config, 8, 1, 1024, "fp32")["total"] < need / 6
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     cfg = TrainConfig(size="large", micro_batch=1, precision="fp32")
-    monkeypatch.setattr(train_module, "available_memory", lambda device: 32 * 1024**3)
+    monkeypatch.setattr(memory_module, "available_memory", lambda device: 32 * 1024**3)
     with pytest.raises(CpmError, match=r"--size large needs about \d+\.\d GiB .* only 32\.0 GiB is free; use --tp 2 "):
         check_memory(config, cfg, 1024, torch.device("cpu"), ParallelContext())
-    monkeypatch.setattr(train_module, "available_memory", lambda device: 2 * need)
+    monkeypatch.setattr(memory_module, "available_memory", lambda device: 2 * need)
     check_memory(config, cfg, 1024, torch.device("cpu"), ParallelContext())  # fits: no error
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four ranks of one machine share its RAM
     with pytest.raises(CpmError, match="--size large needs about"):

@@ -68,3 +68,17 @@ def test_dask_runner_is_known_and_maps_workers():
     from cpm.pipeline.cli import beam_arguments
 
     assert "--dask_local_workers=3" in beam_arguments("DaskRunner", 3, [])
+
+
+def test_dask_options_are_known_in_a_fresh_process(tmp_path):
+    """Dask's options exist only once Beam's Dask runner module is imported: a fresh `cpm` process must
+    still accept them (an unreachable scheduler then fails to connect, in one line)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "cpm", "corpus", "build", "--source", "news", "--output", str(tmp_path / "out"),
+           "--no-progress", "--runner", "DaskRunner", "--dask_client_address=tcp://127.0.0.1:9", "--dask_connection_timeout=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    err = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "no such option" not in proc.stderr, proc.stderr
+    assert err.startswith("error: DaskRunner could not start the job"), err
