@@ -16,7 +16,6 @@ Usage: python bench/bench_pii.py [--show] [--data tests/data/pii_contact_lines.j
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import sys
@@ -25,7 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "zh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_corpora import read_lines  # noqa: E402
 
 # the masker before width normalisation, context rules and checksums (the baseline)
 _OLD_RE = re.compile(
@@ -52,15 +52,6 @@ def new_spans(text: str) -> list[tuple[int, int, str]]:
 
     return [tuple(s) for s in pii_spans(text)]
 
-
-def read_lines(name: str) -> list[str]:
-    import zstandard
-
-    path = SHARED / name
-    if not path.is_file():
-        sys.exit(f"{path} is missing: the benchmark needs the shared corpora")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
 
 
 def score(rows: list[dict], spans_of) -> dict:

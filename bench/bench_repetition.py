@@ -37,18 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "zh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_corpora import read_lines  # noqa: E402
 DATA = ROOT / "tests" / "data"
 
-
-def read_lines(name: str) -> list[str]:
-    import zstandard
-
-    path = SHARED / name
-    if not path.is_file():
-        sys.exit(f"{path} is missing: the benchmark needs the shared corpora")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
 
 
 def grouped(items: list[str], low: int, high: int, seed: int) -> list[str]:

@@ -25,7 +25,6 @@ Usage: python bench/bench_script_detect.py [--traditional FILE ...]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import re
@@ -33,18 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_corpora import read_lines  # noqa: E402
 SAMPLES = Path(__file__).resolve().parents[1] / "pipeline" / "samples"
 
-
-def read_lines(name: str) -> list[str]:
-    import zstandard
-
-    path = SHARED / name
-    if not path.is_file():
-        sys.exit(f"{path} is missing: the benchmark needs the shared corpora")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
 
 
 def grouped(paragraphs: list[str], seed: int = 0) -> list[str]:
