@@ -466,6 +466,29 @@ def index_nodes(batch) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
         yield digest, (node_key(doc_id, num_chars, None, old=True), sigs[row].tobytes())
 
 
+def index_info(
+    config: DedupConfig, shards: list[dict], kept: int, exact: int, near: int,
+    largest: tuple[str, int] | None, unconverged: int,
+) -> dict[str, Any]:
+    """The content of ``dedup/index.json``: the config the signatures were made with, and the counts.
+
+    ``largest`` is the largest cluster as (survivor id, size), or None.
+    """
+    return {
+        "hash_scheme": minhash.HASH_SCHEME,
+        "config": {k: v for k, v in asdict(config).items() if k != "against"},
+        "bands": config.bands[0],
+        "rows": config.bands[1],
+        "against": list(config.against),
+        "shards": shards,
+        "kept": kept,
+        "exact_duplicates": exact,
+        "near_duplicates": near,
+        "largest_cluster": None if largest is None else {"survivor": largest[0], "size": largest[1]},
+        "unconverged_nodes": unconverged,
+    }
+
+
 def read_index(path: str) -> Iterator[tuple[bytes, tuple[str, bytes]]]:
     """(text digest, (node key, signature bytes)) of every document in one signature shard.
 
@@ -943,19 +966,12 @@ class Deduplicate(beam.PTransform):
 
         def finish(stats, shards):
             counts_dict, largest_one = stats["counts"], stats["largest"]
-            info = {
-                "hash_scheme": minhash.HASH_SCHEME,
-                "config": {k: v for k, v in asdict(config).items() if k != "against"},
-                "bands": config.bands[0],
-                "rows": config.bands[1],
-                "against": list(config.against),
-                "shards": sorted(shards, key=lambda e: e["path"]),
-                "kept": int(counts_dict.get(STAT_KEEP, 0)),
-                "exact_duplicates": int(counts_dict.get(RULE_EXACT, 0)),
-                "near_duplicates": int(counts_dict.get(RULE_NEAR, 0)),
-                "largest_cluster": None if largest_one is None else {"survivor": largest_one[0], "size": int(largest_one[1])},
-                "unconverged_nodes": int(counts_dict.get(STAT_UNCONVERGED, 0)),
-            }
+            info = index_info(
+                config, sorted(shards, key=lambda e: e["path"]), int(counts_dict.get(STAT_KEEP, 0)),
+                int(counts_dict.get(RULE_EXACT, 0)), int(counts_dict.get(RULE_NEAR, 0)),
+                None if largest_one is None else (largest_one[0], int(largest_one[1])),
+                int(counts_dict.get(STAT_UNCONVERGED, 0)),
+            )
             logger.info("dedup: largest cluster %s", info["largest_cluster"])
             path = os.path.join(output_dir, INDEX_DIR, INDEX_FILE)
             os.makedirs(os.path.dirname(path), exist_ok=True)

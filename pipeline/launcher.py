@@ -388,26 +388,11 @@ def write_build_manifest(job: BuildJob, shards: dict, counts: dict, fates: list[
 
 
 def write_dedup_index(job: BuildJob, index: list[dict], fates: list[dict], kept: int) -> dict[str, Any]:
-    from dataclasses import asdict
+    from cpm.pipeline.dedup import INDEX_DIR, INDEX_FILE, index_info
 
-    from cpm.pipeline import minhash
-    from cpm.pipeline.dedup import INDEX_DIR, INDEX_FILE
-
-    config = job.dedup
     best = min((f["largest"] for f in fates if f["largest"] is not None), default=None)
-    info = {
-        "hash_scheme": minhash.HASH_SCHEME,
-        "config": {k: v for k, v in asdict(config).items() if k != "against"},
-        "bands": config.bands[0],
-        "rows": config.bands[1],
-        "against": list(config.against),
-        "shards": index,
-        "kept": kept,
-        "exact_duplicates": sum(f["exact"] for f in fates),
-        "near_duplicates": sum(f["near"] for f in fates),
-        "largest_cluster": None if best is None else {"survivor": best[1], "size": -best[0]},
-        "unconverged_nodes": 0,
-    }
+    info = index_info(job.dedup, index, kept, sum(f["exact"] for f in fates), sum(f["near"] for f in fates),
+                      None if best is None else (best[1], -best[0]), 0)
     path = os.path.join(job.work_dir, INDEX_DIR, INDEX_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
