@@ -42,7 +42,7 @@ COMMAND_MODULES = [
     "cpm.pipeline.cli",
     "cpm.shards.cli",
     "cpm.tokenizer.cli",
-    "cpm.pipeline.data_cli",
+    "cpm.data.cli",
     "cpm.trainer.cli",
     "cpm.trainer.gen_cli",
 ]

@@ -5,7 +5,7 @@ into a temporary directory, then times, in the same run, with the pages cached:
 
 * ``read (baseline)``: reading every shard once in 8 MiB chunks, nothing else;
 * ``sha256 verify``: :func:`cpm.shards.verify.verify_data` (sizes, then a streamed sha256);
-* ``token range check``: opening the shards (:class:`cpm.trainer.data.SequenceShards`), which
+* ``token range check``: opening the shards (:class:`cpm.shards.sequences.SequenceShards`), which
   checks every token id against the vocabulary over the memory map;
 
 and ``sha256 verify (cold)``: the verification again after evicting the files from the page cache
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cpm.shards.verify import verify_data
-    from cpm.trainer.data import SequenceShards
+    from cpm.shards.sequences import SequenceShards
 
     vocab = 30000
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:

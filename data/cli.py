@@ -40,7 +40,8 @@ def pack_command(
 
     Example: cpm data pack --input out/corpus --tokenizer out/tokenizer --output out/packed --seq-len 1024
     """
-    from cpm.pipeline.pack import PAPER_MIX, pack, parse_weights
+    from cpm.data.pack import pack
+    from cpm.data.rules import PAPER_MIX, parse_weights
 
     mix = dict(PAPER_MIX) if source_mix == "paper" else parse_weights(source_mix, "--source-mix")
     manifest = pack(
@@ -81,8 +82,8 @@ def export_megatron_command(
     Example: cpm data export-megatron --input out/packed --output out/megatron/cpm_train_text_document
     """
     from cpm.errors import CpmError
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
 
     if split not in ("train", "valid"):
         raise CpmError(f"--split must be train or valid, not {split!r}")

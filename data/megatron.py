@@ -24,11 +24,12 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from cpm.errors import CpmError
+from cpm.shards.sequences import SequenceShards
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def megatron_args(prefix: str, vocab_size: int) -> list[str]:
     return ["--data-path", prefix, "--tokenizer-type", "NullTokenizer", "--vocab-size", str(vocab_size), "--split", "100,0,0"]
 
 
-def write_metadata(prefix: str, data: Any, shard_paths: Sequence[Path], counters: dict[str, Any]) -> Path:
+def write_metadata(prefix: str, data: SequenceShards, shard_paths: Sequence[Path], counters: dict[str, Any]) -> Path:
     """``PREFIX.json``: the special ids, vocabulary size and tokenizer of an export, and its Megatron-LM arguments."""
     config = _packed_config(shard_paths)
     info = {
@@ -94,6 +95,64 @@ def write_metadata(prefix: str, data: Any, shard_paths: Sequence[Path], counters
     return path
 
 
+class Documents(NamedTuple):
+    """What :func:`write_documents` wrote: tokens per document (int32), all tokens, and the unfinished tail left out."""
+
+    sizes: np.ndarray
+    tokens: int
+    unfinished_tail: int
+
+
+def write_documents(data: SequenceShards, path: Path, dtype: np.dtype, chunk_rows: int, progress: bool) -> Documents:
+    """Write every finished document of the packed stream to ``path`` (``PREFIX.bin``), ``chunk_rows`` samples at a time.
+
+    Samples overlap by one token, so the stream is the first sample and every sample after its first token.
+    """
+    from tqdm import tqdm
+
+    sizes: list[np.ndarray] = []
+    carry = np.zeros(0, dtype=np.int64)
+    tokens_written = 0
+    with open(path, "wb") as out, tqdm(total=data.num_samples, desc="export", unit="sample", disable=not progress) as bar:
+        for start in range(0, data.num_samples, chunk_rows):
+            rows = data.gather(np.arange(start, min(start + chunk_rows, data.num_samples)))
+            stream = rows[:, 1:].reshape(-1) if start else np.concatenate([rows[0, :1], rows[:, 1:].reshape(-1)])
+            stream = np.concatenate([carry, stream])
+            ends = np.flatnonzero(stream == data.eod_id) + 1
+            if len(ends):
+                complete = stream[: ends[-1]]
+                out.write(complete.astype(dtype).tobytes())
+                sizes.append(np.diff(ends, prepend=0))
+                tokens_written += len(complete)
+                carry = stream[ends[-1] :]
+            else:
+                carry = stream
+            bar.update(len(rows))
+        out.flush()
+        os.fsync(out.fileno())
+    size_array = np.concatenate(sizes).astype(np.int32) if sizes else np.zeros(0, np.int32)
+    return Documents(size_array, tokens_written, int(len(carry)))
+
+
+def write_index(path: Path, sizes: np.ndarray, dtype: np.dtype) -> None:
+    """Write ``PREFIX.idx`` (MMIDIDX version 1) for documents of ``sizes`` tokens stored one after the other."""
+    pointers = np.zeros(len(sizes), dtype=np.int64)
+    count = len(sizes)
+    if count > 1:
+        np.cumsum(sizes[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
+    with open(path, "wb") as out:
+        out.write(MAGIC)
+        out.write(struct.pack("<Q", VERSION))
+        out.write(struct.pack("<B", DTYPE_CODES[dtype]))
+        out.write(struct.pack("<Q", count))
+        out.write(struct.pack("<Q", count + 1))
+        out.write(sizes.astype("<i4").tobytes())
+        out.write(pointers.astype("<i8").tobytes())
+        out.write(np.arange(count + 1, dtype="<i8").tobytes())
+        out.flush()
+        os.fsync(out.fileno())
+
+
 def export_megatron(
     shard_paths: Sequence[str | os.PathLike[str]],
     prefix: str | os.PathLike[str],
@@ -103,11 +162,8 @@ def export_megatron(
     """Write ``PREFIX.bin``, ``PREFIX.idx`` and ``PREFIX.json`` from sequence shards (in pack order); return counters.
 
     Samples are read ``chunk_rows`` at a time (bounded memory); the output does not depend on it.
+    The ``.bin`` and ``.idx`` are written under temporary names and renamed into place together.
     """
-    from tqdm import tqdm
-
-    from cpm.trainer.data import SequenceShards
-
     data = SequenceShards([Path(p) for p in shard_paths])
     if data.eod_id < 0:
         raise CpmError(f"{data.paths[0]}: the shard metadata has no eod_id (not written by 'cpm data pack'?)")
@@ -116,44 +172,9 @@ def export_megatron(
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     bin_path, idx_path = Path(prefix + ".bin"), Path(prefix + ".idx")
     bin_tmp, idx_tmp = bin_path.with_name(f".{bin_path.name}.tmp"), idx_path.with_name(f".{idx_path.name}.tmp")
-    sizes: list[np.ndarray] = []
-    carry = np.zeros(0, dtype=np.int64)
-    tokens_written = 0
-    chunk = chunk_rows
     try:
-        with open(bin_tmp, "wb") as out, tqdm(total=data.num_samples, desc="export", unit="sample", disable=not progress) as bar:
-            for start in range(0, data.num_samples, chunk):
-                rows = data.gather(np.arange(start, min(start + chunk, data.num_samples)))
-                stream = rows[:, 1:].reshape(-1) if start else np.concatenate([rows[0, :1], rows[:, 1:].reshape(-1)])
-                stream = np.concatenate([carry, stream])
-                ends = np.flatnonzero(stream == data.eod_id) + 1
-                if len(ends):
-                    complete = stream[: ends[-1]]
-                    out.write(complete.astype(dtype).tobytes())
-                    sizes.append(np.diff(ends, prepend=0))
-                    tokens_written += len(complete)
-                    carry = stream[ends[-1] :]
-                else:
-                    carry = stream
-                bar.update(len(rows))
-            out.flush()
-            os.fsync(out.fileno())
-        size_array = np.concatenate(sizes).astype(np.int32) if sizes else np.zeros(0, np.int32)
-        pointers = np.zeros(len(size_array), dtype=np.int64)
-        count = len(size_array)
-        if count > 1:
-            np.cumsum(size_array[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
-        with open(idx_tmp, "wb") as out:
-            out.write(MAGIC)
-            out.write(struct.pack("<Q", VERSION))
-            out.write(struct.pack("<B", DTYPE_CODES[dtype]))
-            out.write(struct.pack("<Q", count))
-            out.write(struct.pack("<Q", count + 1))
-            out.write(size_array.astype("<i4").tobytes())
-            out.write(pointers.astype("<i8").tobytes())
-            out.write(np.arange(count + 1, dtype="<i8").tobytes())
-            out.flush()
-            os.fsync(out.fileno())
+        documents = write_documents(data, bin_tmp, dtype, chunk_rows, progress)
+        write_index(idx_tmp, documents.sizes, dtype)
         os.replace(bin_tmp, bin_path)
         os.replace(idx_tmp, idx_path)
     except BaseException:
@@ -161,14 +182,14 @@ def export_megatron(
         idx_tmp.unlink(missing_ok=True)
         raise
     counters = {
-        "documents": count,
-        "tokens": tokens_written,
-        "unfinished_tail_tokens": int(len(carry)),
+        "documents": len(documents.sizes),
+        "tokens": documents.tokens,
+        "unfinished_tail_tokens": documents.unfinished_tail,
         "dtype": str(dtype),
         "dtype_code": DTYPE_CODES[dtype],
         "bin": str(bin_path),
         "idx": str(idx_path),
     }
     counters["json"] = str(write_metadata(prefix, data, [Path(p) for p in shard_paths], counters))
-    log.info("exported %d documents, %d tokens to %s.{bin,idx}", count, tokens_written, prefix)
+    log.info("exported %d documents, %d tokens to %s.{bin,idx}", len(documents.sizes), documents.tokens, prefix)
     return counters

@@ -1,6 +1,7 @@
 """``cpm data pack``: document shards -> ``<eod>``-joined, fixed-length training sequences.
 
-The job is a short list of named steps, each with its counters in the manifest:
+The job is a short list of named steps, each with its counters in the manifest (the rules of steps 2-4
+are in :mod:`cpm.data.rules`):
 
 1. **tokenize**: every document's ``words`` (already ``jieba.cut``) are encoded with
    :meth:`cpm.tokenizer.Tokenizer.encode_words_batch` and ``<eod>`` is appended; work units
@@ -24,7 +25,7 @@ The job is a short list of named steps, each with its counters in the manifest:
 
 Memory does not grow with the number of documents: tokenized units live on disk, the order of
 step 4 is an external (bucket) sort and step 5 cuts the stream while reading it (see
-:mod:`cpm.pipeline.pack_stream`).
+:mod:`cpm.data.pack_stream`).
 
 Output: ``DIR/train/part-NNNNN.arrow``, ``DIR/valid/part-NNNNN.arrow`` (uncompressed
 :func:`cpm.schemas.sequence_schema` shards) and ``DIR/manifest.json``. The same input and
@@ -33,105 +34,83 @@ options give byte-identical shards.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
-import pyarrow as pa
 
+from cpm.data.pack_stream import Buckets, TokenFiles, count_duplicate_ids, cut_stream, distribute, ordered_copies, survey, write_meta
+from cpm.data.rules import SPLITS, numpy_token_dtype, weights_from_mix
 from cpm.errors import CpmError
-from cpm.schemas import SOURCES, schema_metadata, sequence_schema, token_type
+from cpm.schemas import SOURCES, sequence_schema, token_type
+from cpm.schemas.manifest import input_entry, new_manifest, write_manifest
+from cpm.shards.io import ShardWriter, atomic_output_dir, check_output_dir, open_shard, read_batch, resolve_shard_paths, verify_checksums
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid")
-# The CPM-1 paper's corpus mix (encyclopedia : webpage : story : news : dialog), as token shares.
-PAPER_MIX = {"encyclopedia": 40.0, "webpage": 39.0, "story": 10.0, "news": 10.0, "dialog": 1.0}
-EOD_MARK = "⟨eod⟩"
 UNIT_BATCHES = 8  # record batches of an input shard per tokenization work unit
 SAMPLES_PER_BATCH = 1024  # samples per Arrow record batch of a sequence shard
 
 
-# ---------------------------------------------------------------------------- hashing rules
+# ---------------------------------------------------------------------------- options and tokenizer
 
 
-def numpy_token_dtype(vocab_size: int) -> np.dtype:
-    """The numpy twin of :func:`cpm.schemas.token_type`: uint16, or uint32 for vocabularies over 65,536."""
-    return np.dtype(np.uint16 if token_type(vocab_size) == pa.uint16() else np.uint32)
+@dataclass(frozen=True)
+class PackOptions:
+    """The options of ``cpm data pack`` (see :func:`pack`)."""
+
+    seq_len: int = 1024
+    valid_fraction: float = 0.005
+    source_weights: dict[str, float] | None = None
+    source_mix: dict[str, float] | None = None
+    seed: int = 1234
+    workers: int | None = None
+    shard_bytes: int = 256 << 20
+    progress: bool = True
+
+    def check(self) -> None:
+        """:class:`CpmError` naming the first option out of range."""
+        if self.seq_len < 1:
+            raise CpmError(f"--seq-len must be >= 1, got {self.seq_len}")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise CpmError(f"--valid-fraction must be in [0, 1), got {self.valid_fraction}")
+        if self.workers is not None and self.workers < 1:
+            raise CpmError(f"--workers must be >= 1, got {self.workers}")
+        if self.shard_bytes < 1:
+            raise CpmError(f"--shard-mb must be >= 1, got {self.shard_bytes >> 20}")
+        if self.source_weights and self.source_mix:
+            raise CpmError("give --source-weights or --source-mix, not both")
+
+    @property
+    def pool_size(self) -> int:
+        """Tokenizer processes: ``workers``, by default one per core."""
+        return self.workers if self.workers is not None else max(1, (os.cpu_count() or 1))
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+@dataclass(frozen=True)
+class Vocabulary:
+    """What packing records of the tokenizer: its absolute path, size, special ids and fingerprint."""
+
+    path: str
+    size: int
+    eod_id: int
+    pad_id: int
+    fingerprint: str
 
 
-def split_of(doc_id: str, valid_fraction: float) -> str:
-    """The split of a document: ``valid`` iff ``blake2b("cpm-split:" + id) / 2**64 < valid_fraction``."""
-    return "valid" if _hash64("cpm-split:" + doc_id) < valid_fraction * 2.0**64 else "train"
+def load_vocabulary(tokenizer_path: str | os.PathLike[str]) -> Vocabulary:
+    """Load the tokenizer once to read what the manifest and the shard metadata record of it."""
+    from cpm.tokenizer import Tokenizer
 
-
-def copies_of(doc_id: str, weight: float, seed: int) -> int:
-    """How many times a document of source weight ``weight`` appears in the train stream."""
-    whole = math.floor(weight)
-    frac = weight - whole
-    if frac > 0 and _hash64(f"cpm-mix:{seed}:{doc_id}") < frac * 2.0**64:
-        whole += 1
-    return whole
-
-
-def order_key(doc_id: str, copy: int, seed: int) -> int:
-    """The sort key that places a document copy in the stream (a 64-bit hash of seed, copy, id)."""
-    return _hash64(f"cpm-order:{seed}:{copy}:{doc_id}")
-
-
-def parse_weights(spec: str | None, option: str = "--source-weights") -> dict[str, float]:
-    """``"encyclopedia=40,webpage=39"`` -> ``{"encyclopedia": 40.0, "webpage": 39.0}``."""
-    weights: dict[str, float] = {}
-    if not spec:
-        return weights
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in SOURCES:
-            raise CpmError(f"{option}: {item!r} is not SOURCE=NUMBER with SOURCE one of {', '.join(SOURCES)}")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise CpmError(f"{option}: {value!r} is not a number (in {item!r})") from None
-        if not math.isfinite(weights[name]) or weights[name] < 0:
-            raise CpmError(f"{option}: the weight of {name} must be a finite number >= 0, got {value}")
-    return weights
-
-
-def weights_from_mix(mix: dict[str, float], train_tokens: dict[str, int]) -> dict[str, float]:
-    """Per-source repeat factors that turn the measured train token counts into the shares of ``mix``.
-
-    The total number of train tokens stays about the same. A source with a share but no
-    documents is left out (with a warning) and the other shares are scaled up; a source
-    without a share is dropped (weight 0).
-    """
-    missing = sorted(s for s, share in mix.items() if share > 0 and not train_tokens.get(s))
-    if missing:
-        log.warning("--source-mix: the input has no %s documents; mixing the other sources in their ratio", ", ".join(missing))
-    present = {s: share for s, share in mix.items() if train_tokens.get(s)}
-    total_share = sum(present.values())
-    if total_share <= 0:
-        raise CpmError(f"--source-mix: no source with a share > 0 has documents (the input has {', '.join(sorted(train_tokens)) or 'none'})")
-    total_tokens = sum(train_tokens.values())
-    return {
-        source: present.get(source, 0.0) / total_share * total_tokens / have
-        for source, have in sorted(train_tokens.items())
-        if have
-    }
+    path = os.path.abspath(tokenizer_path)  # recorded in the manifest; the trainer and generator look it up later
+    tokenizer = Tokenizer.load(path)
+    return Vocabulary(path, int(tokenizer.vocab_size), int(tokenizer.eod_id), int(tokenizer.pad_id),
+                      str(getattr(tokenizer, "fingerprint", "")))
 
 
 # ---------------------------------------------------------------------------- step 1: tokenize
@@ -161,8 +140,6 @@ def _load_tokenizer(path: str):
 
 
 def _read_unit(shard: str, batch_indices: Sequence[int]) -> tuple[list[str], list[str], list[list[str]]]:
-    from cpm.shards.io import open_shard, read_batch
-
     reader = open_shard(shard, kind="documents")
     ids: list[str] = []
     sources: list[str] = []
@@ -194,8 +171,6 @@ def tokenize_unit(tokenizer_path: str, shard: str, batch_indices: Sequence[int],
         end = int(ends[n])
         flat[end - int(lengths[n]) : end - 1] = encoded[i]
         flat[end - 1] = eod
-    from cpm.pipeline.pack_stream import write_meta
-
     flat.tofile(tokens_path)
     meta_path = tokens_path + ".meta.arrow"
     write_meta(meta_path, [ids[i] for i in keep], [sources[i] for i in keep], lengths)
@@ -215,8 +190,6 @@ def _tokenize_task(args: tuple) -> TokenizedUnit:
 
 def work_units(shards: Sequence[Path], unit_batches: int = UNIT_BATCHES) -> list[tuple[str, list[int]]]:
     """Split input shards into work units of ``unit_batches`` record batches, in input order."""
-    from cpm.shards.io import open_shard
-
     units = []
     for shard in shards:
         reader = open_shard(shard, kind="documents")
@@ -254,7 +227,88 @@ def tokenize_all(
     return results
 
 
-# ---------------------------------------------------------------------------- steps 2-5
+# ---------------------------------------------------------------------------- steps 2-4: plan the streams
+
+
+class Plan(NamedTuple):
+    """Every document copy of each split in the bucket of its order key, and the manifest's counters."""
+
+    buckets: dict[str, Buckets]
+    counters: dict[str, Any]
+
+
+def plan_streams(units: Sequence[TokenizedUnit], options: PackOptions, tmp_dir: Path) -> Plan:
+    """Split, mix and order the tokenized documents (on disk), counting what the manifest reports."""
+    metas = [u.meta_path for u in units]
+    total_docs = sum(u.documents for u in units)
+    surveyed = survey(metas, options.valid_fraction, total_docs, tmp_dir)
+    weights = dict(options.source_weights or {})
+    if options.source_mix:
+        weights = weights_from_mix(options.source_mix, surveyed.train_tokens)
+    counters: dict[str, Any] = {
+        "documents_read": total_docs + sum(u.empty for u in units),
+        "documents_empty": sum(u.empty for u in units),
+        "documents_with_eod_inside": sum(u.eod_inside for u in units),
+        "duplicate_ids": count_duplicate_ids(surveyed.ids),
+        "source_weights": {s: float(weights.get(s, 0.0 if options.source_mix else 1.0)) for s in SOURCES},
+    }
+    _warn_about(counters)
+    buckets, totals = distribute(metas, surveyed, weights, options.seed, tmp_dir)
+    for split in SPLITS:
+        counters[split] = totals[split].counters(options.seq_len)
+    return Plan(buckets, counters)
+
+
+def _warn_about(counters: dict[str, Any]) -> None:
+    if counters["documents_with_eod_inside"]:
+        log.warning(
+            "%d documents contain <eod> in their own tokens (the text '<eod>' in cpm mode): "
+            "the trainer and the Megatron export will see them as several documents",
+            counters["documents_with_eod_inside"],
+        )
+    if counters["duplicate_ids"]:
+        log.warning("%d documents share an id with another one (the same shard given twice?)", counters["duplicate_ids"])
+
+
+def check_train_has_a_sample(train: dict[str, Any], inputs: Sequence[str | os.PathLike[str]], seq_len: int) -> None:
+    """:class:`CpmError` when the train stream does not fill one sample."""
+    if train["samples"] == 0:
+        raise CpmError(
+            f"{', '.join(map(str, inputs))}: the train split has no sample: its {train['stream_tokens']:,} tokens "
+            f"({sum(train['documents'].values()):,} documents) do not fill one sample of --seq-len {seq_len} "
+            f"(+1) tokens; use a smaller --seq-len or more documents"
+        )
+
+
+# ---------------------------------------------------------------------------- step 5: cut and write
+
+
+def write_splits(work: Path, units: Sequence[TokenizedUnit], plan: Plan, vocab: Vocabulary, options: PackOptions) -> list[dict]:
+    """Write ``work/train`` and ``work/valid``; return their manifest entries."""
+    tokens = TokenFiles([u.tokens_path for u in units], numpy_token_dtype(vocab.size))
+    try:
+        return [entry for split in SPLITS for entry in write_split(work, split, tokens, plan, vocab, options)]
+    finally:
+        tokens.close()
+
+
+def write_split(work: Path, split: str, tokens: TokenFiles, plan: Plan, vocab: Vocabulary, options: PackOptions) -> list[dict]:
+    """Cut the ordered stream of ``split`` into samples and write them as uncompressed sequence shards."""
+    from tqdm import tqdm
+
+    seq_len, counters = options.seq_len, plan.counters[split]
+    metadata = {"eod_id": vocab.eod_id, "split": split, "tokenizer_fingerprint": vocab.fingerprint, "seed": options.seed}
+    schema = sequence_schema(seq_len, vocab.size, metadata)
+    docs = ((c.id, tokens.read(c.unit, c.offset, c.length)) for c in ordered_copies(plan.buckets[split]))
+    writer = ShardWriter(work / split, schema, compression=None, target_bytes=options.shard_bytes)
+    with tqdm(total=counters["samples"], desc=f"pack {split}", unit="sample", disable=not options.progress) as bar:
+        for batch in cut_stream(docs, counters["stream_tokens"], seq_len, schema, SAMPLES_PER_BATCH):
+            writer.write_batch(batch)
+            bar.update(batch.num_rows)
+    entries = [info.entry(work, kind="sequences", split=split) for info in writer.close()]
+    log.info("%s: %d samples of %d tokens from %d document copies", split, counters["samples"], seq_len + 1,
+             sum(counters["documents"].values()))
+    return entries
 
 
 # ---------------------------------------------------------------------------- the job
@@ -278,183 +332,59 @@ def pack(
     """Pack document shards into sequence shards under ``output``; return the manifest written.
 
     ``source_weights`` are repeat factors per source (default 1); ``source_mix`` are target
-    token shares of the train split (e.g. :data:`PAPER_MIX`); give at most one of them.
+    token shares of the train split (e.g. :data:`cpm.data.rules.PAPER_MIX`); give at most one of them.
     A non-empty ``output`` is refused unless ``overwrite`` (then replaced atomically).
     """
-    from cpm.schemas.manifest import input_entry, new_manifest, write_manifest
-    from cpm.shards.io import ShardWriter, atomic_output_dir, check_output_dir, resolve_shard_paths, verify_checksums
-    from tqdm import tqdm
-
-    from cpm.pipeline.pack_stream import TokenFiles, count_duplicate_ids, cut_stream, distribute, ordered_copies, survey
-    from cpm.tokenizer import Tokenizer
-
-    if seq_len < 1:
-        raise CpmError(f"--seq-len must be >= 1, got {seq_len}")
-    if not 0.0 <= valid_fraction < 1.0:
-        raise CpmError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
-    if workers is not None and workers < 1:
-        raise CpmError(f"--workers must be >= 1, got {workers}")
-    if shard_bytes < 1:
-        raise CpmError(f"--shard-mb must be >= 1, got {shard_bytes >> 20}")
-    if source_weights and source_mix:
-        raise CpmError("give --source-weights or --source-mix, not both")
+    options = PackOptions(seq_len, valid_fraction, source_weights, source_mix, seed, workers, shard_bytes, progress)
+    options.check()
     shards = resolve_shard_paths([str(p) for p in inputs])
     check_output_dir(output, overwrite, [*shards, tokenizer_path])  # fail before the long work
-    tokenizer_path = os.path.abspath(tokenizer_path)  # recorded in the manifest; the trainer and generator look it up later
-    tokenizer = Tokenizer.load(tokenizer_path)
-    vocab_size, eod_id = int(tokenizer.vocab_size), int(tokenizer.eod_id)
-    fingerprint = str(getattr(tokenizer, "fingerprint", ""))
+    vocab = load_vocabulary(tokenizer_path)
     verify_checksums(shards)
-    output = Path(output)
-    workers = workers if workers is not None else max(1, (os.cpu_count() or 1))
-    with atomic_output_dir(output, overwrite, [*shards, tokenizer_path]) as work:
-        tmp_dir = work / ".pack-tmp"
-        tmp_dir.mkdir()
-        try:
-            units = tokenize_all(shards, tokenizer_path, tmp_dir, workers=workers, progress=progress)
-            metas = [u.meta_path for u in units]
-            total_docs = sum(u.documents for u in units)
-            surveyed = survey(metas, valid_fraction, total_docs, tmp_dir)
-            weights = dict(source_weights or {})
-            if source_mix:
-                weights = weights_from_mix(source_mix, surveyed.train_tokens)
-            counters: dict[str, Any] = {
-                "documents_read": total_docs + sum(u.empty for u in units),
-                "documents_empty": sum(u.empty for u in units),
-                "documents_with_eod_inside": sum(u.eod_inside for u in units),
-                "duplicate_ids": count_duplicate_ids(surveyed.ids),
-                "source_weights": {s: float(weights.get(s, 0.0 if source_mix else 1.0)) for s in SOURCES},
-            }
-            if counters["documents_with_eod_inside"]:
-                log.warning(
-                    "%d documents contain <eod> in their own tokens (the text '<eod>' in cpm mode): "
-                    "the trainer and the Megatron export will see them as several documents",
-                    counters["documents_with_eod_inside"],
-                )
-            if counters["duplicate_ids"]:
-                log.warning("%d documents share an id with another one (the same shard given twice?)", counters["duplicate_ids"])
-            buckets, totals = distribute(metas, surveyed, weights, seed, tmp_dir)
-            for split in SPLITS:
-                counters[split] = totals[split].counters(seq_len)
-            train = counters["train"]
-            if train["samples"] == 0:
-                raise CpmError(
-                    f"{', '.join(map(str, inputs))}: the train split has no sample: its {train['stream_tokens']:,} tokens "
-                    f"({sum(train['documents'].values()):,} documents) do not fill one sample of --seq-len {seq_len} "
-                    f"(+1) tokens; use a smaller --seq-len or more documents"
-                )
-            tokens = TokenFiles([u.tokens_path for u in units], numpy_token_dtype(vocab_size))
-            manifest_shards = []
-            try:
-                for split in SPLITS:
-                    schema = sequence_schema(
-                        seq_len,
-                        vocab_size,
-                        {"eod_id": eod_id, "split": split, "tokenizer_fingerprint": fingerprint, "seed": seed},
-                    )
-                    docs = ((c.id, tokens.read(c.unit, c.offset, c.length)) for c in ordered_copies(buckets[split]))
-                    writer = ShardWriter(work / split, schema, compression=None, target_bytes=shard_bytes)
-                    with tqdm(total=counters[split]["samples"], desc=f"pack {split}", unit="sample", disable=not progress) as bar:
-                        for batch in cut_stream(docs, counters[split]["stream_tokens"], seq_len, schema, SAMPLES_PER_BATCH):
-                            writer.write_batch(batch)
-                            bar.update(batch.num_rows)
-                    manifest_shards += [info.entry(work, kind="sequences", split=split) for info in writer.close()]
-                    log.info("%s: %d samples of %d tokens from %d document copies", split, counters[split]["samples"], seq_len + 1,
-                             sum(counters[split]["documents"].values()))
-            finally:
-                tokens.close()
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-        config = {
-            "seq_len": seq_len,
-            "valid_fraction": valid_fraction,
-            "source_weights": source_weights or None,
-            "source_mix": source_mix or None,
-            "seed": seed,
-            "tokenizer": tokenizer_path,
-            "tokenizer_fingerprint": fingerprint,
-            "vocab_size": vocab_size,
-            "eod_id": eod_id,
-            "pad_id": int(tokenizer.pad_id),
-            "token_type": str(token_type(vocab_size)),
-        }
-        manifest = new_manifest("sequences", "data pack", config)
+    with atomic_output_dir(output, overwrite, [*shards, vocab.path]) as work:
+        packed = pack_into(work, shards, vocab, options, inputs)
+        manifest = new_manifest("sequences", "data pack", pack_config(options, vocab))
         manifest["inputs"] = [input_entry(p, checksum=False) | {"kind": "documents"} for p in shards]
-        manifest["counters"] = counters
-        manifest["shards"] = manifest_shards
+        manifest["counters"] = packed.counters
+        manifest["shards"] = packed.shards
         write_manifest(work, manifest)
     return manifest
 
 
-# ---------------------------------------------------------------------------- inspect
+class Packed(NamedTuple):
+    """What :func:`pack_into` wrote: the manifest's counters and its entries of the sequence shards."""
+
+    counters: dict[str, Any]
+    shards: list[dict]
 
 
-def sequence_stats(paths: Iterable[str | os.PathLike[str]], tokenizer=None, rows: int = 3) -> dict[str, Any]:
-    """Statistics of sequence shards for ``cpm shards inspect``.
+def pack_into(
+    work: Path, shards: Sequence[Path], vocab: Vocabulary, options: PackOptions, inputs: Sequence[str | os.PathLike[str]]
+) -> Packed:
+    """Steps 1-5 with a scratch folder in ``work``: the counters and the manifest entries of the shards written."""
+    tmp_dir = work / ".pack-tmp"
+    tmp_dir.mkdir()
+    try:
+        units = tokenize_all(shards, vocab.path, tmp_dir, workers=options.pool_size, progress=options.progress)
+        plan = plan_streams(units, options, tmp_dir)
+        check_train_has_a_sample(plan.counters["train"], inputs, options.seq_len)
+        return Packed(plan.counters, write_splits(work, units, plan, vocab, options))
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    Token count, ``<eod>`` share, documents per sample (mean, max), and the first ``rows``
-    samples decoded (``<eod>`` shown as ``⟨eod⟩``) when a ``tokenizer`` (loaded, or its path) is given.
-    """
-    from cpm.shards.io import open_shard, read_batch
 
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from cpm.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(tokenizer)
-    samples = tokens = eods = docs_total = docs_max = 0
-    shown: list[dict[str, Any]] = []
-    meta: dict[str, str] = {}
-    for path in paths:
-        reader = open_shard(path, kind="sequences")
-        meta = meta or schema_metadata(reader.schema)
-        eod = int(schema_metadata(reader.schema).get("eod_id", -1))
-        packed_with = schema_metadata(reader.schema).get("tokenizer_fingerprint", "")
-        if tokenizer is not None and packed_with and packed_with != tokenizer.fingerprint:
-            raise CpmError(
-                f"{path}: packed with tokenizer fingerprint {packed_with}, but --tokenizer {tokenizer.path} has "
-                f"fingerprint {tokenizer.fingerprint}; give the tokenizer the data was packed with"
-            )
-        for i in range(reader.num_record_batches):
-            batch = read_batch(reader, i, path)
-            column = batch.column(0)
-            values = column.values.to_numpy(zero_copy_only=True)
-            samples += batch.num_rows
-            tokens += len(values)
-            eods += int(np.count_nonzero(values == eod))
-            per_sample = np.diff(batch.column(1).offsets.to_numpy())
-            docs_total += int(per_sample.sum())
-            docs_max = max(docs_max, int(per_sample.max(initial=0)))
-            for r in range(min(batch.num_rows, rows - len(shown))):
-                ids = column[r].values.to_numpy().tolist()
-                entry: dict[str, Any] = {"doc_ids": batch.column(1)[r].as_py(), "start_offset": batch.column(2)[r].as_py()}
-                entry["tokens"] = ids
-                if tokenizer is not None:
-                    entry["text"] = decode_marked(tokenizer, ids, eod)
-                shown.append(entry)
+def pack_config(options: PackOptions, vocab: Vocabulary) -> dict[str, Any]:
+    """The manifest's ``config``: the options and the tokenizer the sequences were packed with."""
     return {
-        "seq_len": int(meta.get("seq_len", 0)),
-        "vocab_size": int(meta.get("vocab_size", 0)),
-        "eod_id": int(meta.get("eod_id", -1)),
-        "samples": samples,
-        "tokens": tokens,
-        "eod_share": eods / tokens if tokens else 0.0,
-        "docs_per_sample_mean": docs_total / samples if samples else 0.0,
-        "docs_per_sample_max": docs_max,
-        "samples_shown": shown,
+        "seq_len": options.seq_len,
+        "valid_fraction": options.valid_fraction,
+        "source_weights": options.source_weights or None,
+        "source_mix": options.source_mix or None,
+        "seed": options.seed,
+        "tokenizer": vocab.path,
+        "tokenizer_fingerprint": vocab.fingerprint,
+        "vocab_size": vocab.size,
+        "eod_id": vocab.eod_id,
+        "pad_id": vocab.pad_id,
+        "token_type": str(token_type(vocab.size)),
     }
-
-
-def decode_marked(tokenizer, ids: Sequence[int], eod_id: int) -> str:
-    """Decode token ids, showing each ``<eod>`` as ``⟨eod⟩``."""
-    parts: list[str] = []
-    piece: list[int] = []
-    for t in ids:
-        if t == eod_id:
-            parts.append(tokenizer.decode(piece) if piece else "")
-            parts.append(EOD_MARK)
-            piece = []
-        else:
-            piece.append(int(t))
-    if piece:
-        parts.append(tokenizer.decode(piece))
-    return "".join(parts)

@@ -27,11 +27,11 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
+from cpm.data.rules import SPLITS, copies_of, numpy_token_dtype, order_key, split_hash
 from cpm.schemas import SOURCES, schema_metadata
 
 BUCKET_ROWS = 1 << 16  # average entries per bucket: bounds the memory of one sort (~60 bytes an entry)
 CHUNK_ROWS = 8192  # entries turned into Python objects at a time
-SPLITS = ("train", "valid")
 META_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.int8()), ("length", pa.int64())])
 ENTRY_SCHEMA = pa.schema(
     [("key", pa.uint64()), ("doc", pa.int64()), ("copy", pa.int64()), ("unit", pa.int32()),
@@ -129,8 +129,6 @@ def split_path(meta_path: str) -> str:
 
 def survey(meta_paths: Sequence[str], valid_fraction: float, total_docs: int, tmp_dir: Path) -> Survey:
     """Splits of every document (saved per unit), document and token totals, id buckets."""
-    from cpm.pipeline.pack import _hash64
-
     result = Survey({s: np.zeros(len(SOURCES), np.int64) for s in SPLITS})
     result.ids = Buckets(tmp_dir / "ids", bucket_count(total_docs), ID_SCHEMA)
     tokens = np.zeros(len(SOURCES), np.int64)
@@ -138,7 +136,7 @@ def survey(meta_paths: Sequence[str], valid_fraction: float, total_docs: int, tm
     for path in meta_paths:
         meta = read_meta(path)
         ids = meta.column("id").to_pylist()
-        hashes = np.fromiter((_hash64("cpm-split:" + i) for i in ids), np.uint64, len(ids))
+        hashes = np.fromiter((split_hash(i) for i in ids), np.uint64, len(ids))
         valid = np.fromiter((h < limit for h in hashes.tolist()), bool, len(ids))
         np.save(split_path(path), valid)
         sources = meta.column("source").to_numpy()
@@ -193,8 +191,6 @@ def distribute(
     meta_paths: Sequence[str], survey_: Survey, weights: dict[str, float], seed: int, tmp_dir: Path
 ) -> tuple[dict[str, Buckets], dict[str, SplitTotals]]:
     """Write every document copy of each split into the bucket of its order key's range."""
-    from cpm.pipeline.pack import copies_of, order_key
-
     factor = [weights.get(s, 1.0) for s in SOURCES]  # Python floats: copies_of compares them with 64-bit ints exactly
     expected = {"valid": survey_.documents["valid"].sum(), "train": (survey_.documents["train"] * np.ceil(factor)).sum()}
     buckets = {s: Buckets(tmp_dir / s, bucket_count(expected[s]), ENTRY_SCHEMA) for s in SPLITS}
@@ -300,8 +296,6 @@ def cut_stream(
     Sample ``k`` is ``stream[k*seq_len : k*seq_len + seq_len + 1]``; ``doc_ids`` are the documents it spans and
     ``start_offset`` where it starts in the first of them. ``total`` is the stream's length.
     """
-    from cpm.pipeline.pack import numpy_token_dtype
-
     num_samples = max(0, (total - 1) // seq_len)
     dtype = numpy_token_dtype(int(schema_metadata(schema)["vocab_size"]))
     width = seq_len + 1

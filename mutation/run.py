@@ -73,7 +73,7 @@ class Module:
 
 PYTEST = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
 MODULES: dict[str, Module] = {
-    "megatron": Module("pipeline/megatron.py", ["tests/test_megatron.py", "-k", "not real_pack"], 90),
+    "megatron": Module("data/megatron.py", ["tests/test_megatron.py", "-k", "not real_pack"], 90),
     "minhash": Module("pipeline/minhash.py", ["tests/test_minhash.py"], 180),
     # every_shared_line (50 s) re-checks on all lines what the hypothesis and real-line tests check
     "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),

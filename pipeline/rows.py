@@ -8,6 +8,7 @@ import logging
 import math
 from typing import Any, Iterator
 
+from cpm.hashing import stable_hash
 from cpm.pipeline.clean import cjk_ratio
 from cpm.pipeline.records import RawRecord, Rejection
 
@@ -15,11 +16,6 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_RULES = ("exact_duplicate", "near_duplicate")
 MAX_REJECTED_TEXT_CHARS = 1_000_000  # rejected rows keep at most this much of a record's text
-
-
-def stable_hash(text: str) -> int:
-    """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 def default_id(source: str, origin: str) -> str:

@@ -29,7 +29,12 @@ def inspect_command(
     from cpm.errors import ShardError
     from cpm.shards.inspect import inspect_path, to_json
 
-    report = inspect_path(path, rows=rows, verify=verify, tokenizer=tokenizer, all_shards=all_shards)
+    decoder = None
+    if tokenizer is not None:
+        from cpm.tokenizer import Tokenizer
+
+        decoder = Tokenizer.load(tokenizer)
+    report = inspect_path(path, rows=rows, verify=verify, tokenizer=decoder, all_shards=all_shards)
     if as_json:
         typer.echo(to_json(report))
     else:

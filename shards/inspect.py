@@ -18,6 +18,7 @@ from cpm.errors import ShardError
 from cpm.schemas import schema_kind, schema_metadata, schema_version
 from cpm.schemas.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from cpm.shards.io import COMPRESSION_KEY, open_shard, read_batch
+from cpm.shards.sequences import Decoder, sequence_stats
 
 TEXT_PREVIEW_CHARS = 160
 WORDS_PREVIEW = 24
@@ -71,7 +72,7 @@ def _preview_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def inspect_shard(path: str | os.PathLike[str], rows: int = 3, tokenizer: str | None = None) -> dict[str, Any]:
+def inspect_shard(path: str | os.PathLike[str], rows: int = 3, tokenizer: Decoder | None = None) -> dict[str, Any]:
     """Schema, sizes, compression, per-column summary and sample rows of one shard."""
     path = Path(path)
     reader = open_shard(path)
@@ -92,8 +93,6 @@ def inspect_shard(path: str | os.PathLike[str], rows: int = 3, tokenizer: str | 
         "columns": {name: column_summary(table.column(name), name) for name in table.column_names},
     }
     if kind == "sequences":
-        from cpm.pipeline.pack import sequence_stats
-
         report["sequences"] = sequence_stats([path], tokenizer=tokenizer, rows=rows)
     report["sample_rows"] = [_preview_row(r) for r in table.slice(0, rows).to_pylist()] if rows else []
     return report
@@ -142,14 +141,14 @@ def inspect_path(
     path: str | os.PathLike[str],
     rows: int = 3,
     verify: bool = False,
-    tokenizer: str | None = None,
+    tokenizer: Decoder | None = None,
     all_shards: bool = False,
 ) -> dict[str, Any]:
     """Inspect a shard file, or an output directory.
 
     For a directory: its manifest (counters, totals), with ``verify`` the checksum check of
     every shard, and the detailed report of the first shard of each kind (every shard with
-    ``all_shards``).
+    ``all_shards``). Sequence samples are decoded with ``tokenizer`` (a loaded one) when given.
     """
     path = Path(path)
     if path.is_file():

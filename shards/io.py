@@ -15,7 +15,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
@@ -240,32 +240,49 @@ def list_shards(directory: str | os.PathLike[str], subdir: str = "shards") -> li
     return sorted((Path(directory) / subdir).glob("part-*.arrow"))
 
 
-def resolve_shard_paths(inputs: Iterable[str | os.PathLike[str]], subdir: str = "shards") -> list[Path]:
-    """Expand CLI inputs (shard files, output directories, globs) into shard files, in order.
+def expand_inputs(
+    inputs: Iterable[str | os.PathLike[str]], in_directory: Callable[[Path], list[Path]]
+) -> list[Path]:
+    """Expand CLI inputs (shard files, directories, globs) into shard files, in order.
 
-    A directory contributes ``DIR/<subdir>/part-*.arrow`` (or its own ``*.arrow`` when it
-    has no such sub-directory). Raises :class:`ShardError` for a path that yields nothing.
+    A file is itself; a directory contributes ``in_directory(directory)``; a glob (a name with
+    ``*?[`` that is not an existing path) its matches in sorted order. Raises :class:`ShardError`
+    for a glob without a match or a path that does not exist.
     """
     import glob
 
     paths: list[Path] = []
     for item in inputs:
         item = str(item)
-        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        is_glob = any(c in item for c in "*?[") and not os.path.exists(item)
+        matches = sorted(glob.glob(item)) if is_glob else [item]
         if not matches:
             raise ShardError(f"{item}: no file matches")
         for match in matches:
             p = Path(match)
             if p.is_dir():
-                found = list_shards(p, subdir) or sorted(p.glob("*.arrow"))
-                if not found:
-                    raise ShardError(f"{p}: no .arrow shards in it or in {p / subdir}")
-                paths.extend(found)
+                paths.extend(in_directory(p))
             elif p.is_file():
                 paths.append(p)
             else:
                 raise ShardError(f"{p}: no such file or directory")
     return paths
+
+
+def resolve_shard_paths(inputs: Iterable[str | os.PathLike[str]], subdir: str = "shards") -> list[Path]:
+    """Expand CLI inputs (shard files, output directories, globs) into shard files, in order.
+
+    A directory contributes ``DIR/<subdir>/part-*.arrow`` (or its own ``*.arrow`` when it
+    has no such sub-directory). Raises :class:`ShardError` for a path that yields nothing.
+    """
+
+    def in_directory(p: Path) -> list[Path]:
+        found = list_shards(p, subdir) or sorted(p.glob("*.arrow"))
+        if not found:
+            raise ShardError(f"{p}: no .arrow shards in it or in {p / subdir}")
+        return found
+
+    return expand_inputs(inputs, in_directory)
 
 
 class ShardWriter:

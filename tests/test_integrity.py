@@ -126,7 +126,7 @@ def test_out_of_range_token_is_named_before_training(tmp_path, capsys):
 
 def test_token_range_check_over_chunks(monkeypatch):
     from cpm.errors import ShardError
-    from cpm.trainer import data
+    from cpm.shards import sequences as data
 
     block = np.arange(40 * 9, dtype=np.int32).reshape(40, 9) % 50
     monkeypatch.setattr(data, "RANGE_CHECK_TOKENS", 20)  # two rows per pass

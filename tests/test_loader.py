@@ -11,7 +11,8 @@ import pytest
 from cpm.errors import CpmError, ShardError
 from cpm.schemas import sequence_schema
 from cpm.shards.io import write_table
-from cpm.trainer.data import Permutation, SequenceLoader, SequenceShards, evaluation_batches
+from cpm.shards.sequences import SequenceShards
+from cpm.trainer.data import Permutation, SequenceLoader, evaluation_batches
 
 SEQ_LEN = 15
 

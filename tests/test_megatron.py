@@ -76,8 +76,8 @@ def split_at_eod(stream: list[int], eod: int) -> list[list[int]]:
 
 @pytest.mark.parametrize("vocab_size,code", [(30000, 8), (100000, 4)])
 def test_round_trip_of_a_synthetic_stream(tmp_path, vocab_size, code):
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
 
     rng = np.random.default_rng(0)
     eod = 7
@@ -137,8 +137,8 @@ def test_metadata_json_beside_the_bin_and_idx(news_packed, tmp_path, capsys):
     assert (info["documents"], info["tokens"]) == (len(sequences), sum(map(len, sequences)))
     assert info["megatron_args"][:6] == ["--data-path", str(prefix), "--tokenizer-type", "NullTokenizer", "--vocab-size", str(tok.vocab_size)]
 def _export_stream(tmp_path: Path, stream: list[int], seq_len: int, eod: int, **options) -> tuple[list[list[int]], dict]:
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
 
     packed = tmp_path / "packed"
     write_stream_as_samples(packed, stream, seq_len=seq_len, vocab_size=30000, eod=eod)
@@ -179,7 +179,7 @@ def test_export_does_not_depend_on_the_chunk_size(tmp_path, chunk_rows):
 
 
 def test_dtype_codes_and_the_uint16_boundary():
-    from cpm.pipeline.megatron import DTYPE_CODES, megatron_dtype
+    from cpm.data.megatron import DTYPE_CODES, megatron_dtype
 
     assert DTYPE_CODES == {np.dtype(t): code for code, t in SPEC_DTYPES.items()}
     assert megatron_dtype(1 << 16) == np.uint16 and megatron_dtype(40000) == np.uint16  # ids 0..65535 fit
@@ -188,8 +188,8 @@ def test_dtype_codes_and_the_uint16_boundary():
 
 def test_eod_id_0_is_an_eod_and_a_missing_one_is_an_error(tmp_path):
     from cpm.errors import CpmError
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
 
     stream = _random_stream(3, docs=20, eod=0)
     sequences, _ = _export_stream(tmp_path, stream, 8, eod=0)
@@ -202,8 +202,8 @@ def test_eod_id_0_is_an_eod_and_a_missing_one_is_an_error(tmp_path):
 
 
 def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
 
     write_stream_as_samples(tmp_path / "packed", _random_stream(4, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
     paths = split_shard_paths(tmp_path / "packed", "train")
@@ -220,8 +220,8 @@ def test_progress_bar_and_nested_output_directory(tmp_path, capsys):
 
 def test_a_failed_export_leaves_nothing_behind(tmp_path, monkeypatch):
     """A read error part-way: the error propagates, no output and no temporary file is left."""
-    from cpm.pipeline.megatron import export_megatron
-    from cpm.trainer.data import SequenceShards, split_shard_paths
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import SequenceShards, split_shard_paths
 
     write_stream_as_samples(tmp_path / "packed", _random_stream(5, docs=40, eod=7), seq_len=4, vocab_size=30000, eod=7)
     gather = SequenceShards.gather
@@ -253,7 +253,7 @@ def test_streams_with_no_one_or_two_finished_documents(tmp_path, documents):
 
 def test_a_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
     """The .bin is in place when renaming the .idx fails: that error propagates, nothing temporary stays."""
-    from cpm.pipeline import megatron
+    from cpm.data import megatron
 
     replace = os.replace
 
@@ -263,7 +263,7 @@ def test_a_failed_rename_leaves_no_temporary_file(tmp_path, monkeypatch):
         return replace(src, dst)
 
     write_stream_as_samples(tmp_path / "packed", _random_stream(6, docs=20, eod=7), seq_len=8, vocab_size=30000, eod=7)
-    from cpm.trainer.data import split_shard_paths
+    from cpm.shards.sequences import split_shard_paths
 
     monkeypatch.setattr(megatron.os, "replace", failing_replace)
     with pytest.raises(OSError, match="rename failed"):

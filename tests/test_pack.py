@@ -97,7 +97,7 @@ def corpus(tmp_path_factory, zh_dir) -> Path:
 
 
 def run_pack(corpus, tokenizer, out, **kwargs):
-    from cpm.pipeline.pack import pack
+    from cpm.data.pack import pack
 
     kwargs.setdefault("workers", 1)
     return pack([corpus], tokenizer.path, out, progress=False, **kwargs)
@@ -157,7 +157,7 @@ def test_split_is_stable_when_the_corpus_grows(tmp_path, zh_dir, tokenizer):
     small = make_document_shards(tmp_path / "small", zh_dir, news=60, reviews=60)
     grown = make_document_shards(tmp_path / "grown", zh_dir, news=60, reviews=60)
     make_document_shards(tmp_path / "extra", zh_dir, news=60, reviews=60, skip=60)
-    from cpm.pipeline.pack import pack
+    from cpm.data.pack import pack
 
     # seq_len 1 drops no token, so every document shows up in doc_ids
     pack([small], tokenizer.path, tmp_path / "p1", seq_len=1, valid_fraction=0.25, workers=1, progress=False)
@@ -198,7 +198,7 @@ def test_source_mix_reaches_the_target_shares(tmp_path, corpus, tokenizer, caplo
     manifest = run_pack(corpus, tokenizer, tmp_path / "out", seq_len=8, valid_fraction=0.0, source_mix={"news": 3, "webpage": 1})
     tokens = manifest["counters"]["train"]["tokens"]
     assert 0.65 < tokens["news"] / (tokens["news"] + tokens["webpage"]) < 0.85
-    from cpm.pipeline.pack import PAPER_MIX
+    from cpm.data.rules import PAPER_MIX
 
     manifest = run_pack(corpus, tokenizer, tmp_path / "paper", seq_len=8, valid_fraction=0.0, source_mix=PAPER_MIX)
     tokens = manifest["counters"]["train"]["tokens"]
@@ -207,7 +207,7 @@ def test_source_mix_reaches_the_target_shares(tmp_path, corpus, tokenizer, caplo
 
 
 def test_bad_options_are_clear_errors(tmp_path, corpus, tokenizer, capsys):
-    from cpm.pipeline.pack import parse_weights
+    from cpm.data.rules import parse_weights
 
     with pytest.raises(CpmError, match="novels"):
         parse_weights("novels=2")
@@ -242,7 +242,7 @@ def test_corrupted_input_shard_is_a_one_line_error(tmp_path, tokenizer, capsys):
 
 def test_sequence_stats_and_cli(tmp_path, corpus, tokenizer, capsys):
     from cpm.cli import main
-    from cpm.pipeline.pack import sequence_stats
+    from cpm.shards.sequences import sequence_stats
 
     code = main(
         ["data", "pack", "--input", str(corpus), "--tokenizer", tokenizer.path, "--output", str(tmp_path / "out"),
@@ -276,7 +276,7 @@ def test_sequence_stats_and_cli(tmp_path, corpus, tokenizer, capsys):
 
 def test_pack_after_tokenizer_train_round_trips_the_text(tmp_path, corpus, tokenizer, capsys):
     """The demo's path: a lossless vocabulary trained with cpm, then pack; every document decodes back exactly."""
-    from cpm.pipeline.pack import pack
+    from cpm.data.pack import pack
     from cpm.tokenizer import Tokenizer
     from cpm.tokenizer.train import train_tokenizer
 
@@ -302,7 +302,7 @@ def test_pack_after_tokenizer_train_round_trips_the_text(tmp_path, corpus, token
     assert int(meta["eod_id"]) == tokenizer.eod_id and int(meta["vocab_size"]) == 1500
 
     # decoding with another tokenizer than the one the data was packed with is refused, naming both
-    from cpm.pipeline.pack import sequence_stats
+    from cpm.shards.sequences import sequence_stats
 
     with pytest.raises(CpmError, match=f"packed with tokenizer fingerprint {tokenizer.fingerprint}.*{cpm1.fingerprint}"):
         sequence_stats([tmp_path / "out/train/part-00000.arrow"], cpm1)
@@ -313,8 +313,8 @@ def test_pack_after_tokenizer_train_round_trips_the_text(tmp_path, corpus, token
 
 def test_external_sort_gives_the_same_bytes_with_any_bucket_size(tmp_path, corpus, tokenizer, monkeypatch):
     """Packing sorts document copies bucket by bucket on disk; bucket size never changes the output."""
-    import cpm.pipeline.pack_stream as stream
-    from cpm.pipeline.pack import copies_of, order_key, split_of
+    import cpm.data.pack_stream as stream
+    from cpm.data.rules import copies_of, order_key, split_of
 
     weights = {"news": 2.5, "webpage": 0.5}
     one = run_pack(corpus, tokenizer, tmp_path / "one", seq_len=32, valid_fraction=0.1, source_weights=weights)

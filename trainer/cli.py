@@ -15,7 +15,7 @@ def verify_packed(data: str, splits: tuple[str, ...], skip: bool, progress: bool
     """Check the shards of ``splits`` (those present) against their manifest before any work."""
     from cpm.errors import ShardError
     from cpm.shards.verify import verify_data
-    from cpm.trainer.data import split_shard_paths
+    from cpm.shards.sequences import split_shard_paths
 
     paths = split_shard_paths(data, splits[0])
     for split in splits[1:]:

@@ -1,8 +1,9 @@
 """The training data loader: memory-mapped sequence shards, global shuffle, DP ranks, exact resume.
 
-A :class:`SequenceLoader` opens the uncompressed sequence shards of ``cpm data pack`` with
-``pa.memory_map`` and views each record batch's tokens as a ``(rows, seq_len + 1)`` numpy
-array without copying, so the dataset never sits in RAM (the OS page cache holds what is hot).
+A :class:`SequenceLoader` reads the uncompressed sequence shards of ``cpm data pack`` through
+:class:`cpm.shards.sequences.SequenceShards`, which memory-maps them and views each record batch's
+tokens as a ``(rows, seq_len + 1)`` numpy array without copying, so the dataset never sits in RAM
+(the OS page cache holds what is hot).
 
 Order: epoch ``e`` visits every sample once in the order of a pseudo-random permutation of
 ``[0, num_samples)`` keyed by ``(seed, e)``: a 6-round Feistel network on the smallest
@@ -25,14 +26,12 @@ yields exactly the batches that would have followed.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pyarrow as pa
 
-from cpm.errors import CpmError, ShardError
-from cpm.shards.io import read_batch
+from cpm.errors import CpmError
+from cpm.shards.sequences import SequenceShards, split_shard_paths
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 FEISTEL_ROUNDS = 6
@@ -86,141 +85,6 @@ class Permutation:
             x[out] = self._feistel(x[out])
             out = x >= self.n
         return x.astype(np.int64)
-
-
-# ---------------------------------------------------------------------------- shards
-
-
-def split_shard_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], split: str) -> list[Path]:
-    """The sequence shards of ``split``: from pack output directories, or the shard files given."""
-    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    shards: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if (p / "manifest.json").is_file():
-            shards.extend(_manifest_shards(p, split))
-        elif p.is_dir():
-            found = sorted((p / split).glob("part-*.arrow")) if (p / split).is_dir() else sorted(p.glob("part-*.arrow"))
-            if not found and not (p / split).is_dir():
-                raise ShardError(f"{p}: no {split}/part-*.arrow sequence shards")
-            shards.extend(found)
-        elif p.is_file():
-            shards.append(p)
-        else:
-            raise ShardError(f"{p}: no such file or directory")
-    if not shards:
-        raise ShardError(f"{', '.join(map(str, items))}: no {split} sequence shards (is the {split} split empty?)")
-    return shards
-
-
-def _manifest_shards(directory: Path, split: str) -> list[Path]:
-    """The shards of ``split`` listed in a pack directory's manifest, checked to be there whole."""
-    from cpm.schemas.manifest import read_manifest
-
-    manifest = read_manifest(directory)
-    if manifest["kind"] != "sequences":
-        raise ShardError(f"{directory}: holds {manifest['kind']}, not sequences (run 'cpm data pack' first)")
-    paths = []
-    for entry in manifest["shards"]:
-        if entry.get("split") != split:
-            continue
-        path = directory / entry["path"]
-        if not path.is_file():
-            raise ShardError(f"{path}: listed in {directory / 'manifest.json'} but missing")
-        if path.stat().st_size != entry["bytes"]:
-            raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {entry['bytes']} (truncated or replaced?)")
-        paths.append(path)
-    return paths
-
-
-RANGE_CHECK_TOKENS = 1 << 24  # tokens compared per numpy pass of the range check
-
-
-def check_token_range(block: np.ndarray, vocab_size: int, path: Path, first_row: int) -> None:
-    """:class:`ShardError` naming the shard and row of the first token id in ``block`` (rows of
-    ``seq_len + 1`` ids, memory-mapped) outside ``[0, vocab_size)``: such an id would crash the
-    embedding lookup mid-run. A vectorised min/max per chunk; the row is searched only on failure."""
-    step = max(1, RANGE_CHECK_TOKENS // max(1, block.shape[1]))
-    for start in range(0, len(block), step):
-        chunk = block[start : start + step]
-        if len(chunk) == 0 or (int(chunk.max()) < vocab_size and int(chunk.min()) >= 0):
-            continue
-        bad = (chunk >= vocab_size) | (chunk < 0)
-        row = int(np.argmax(bad.any(axis=1)))
-        column = int(np.argmax(bad[row]))
-        raise ShardError(f"{path}: row {first_row + start + row}: token id {int(chunk[row, column])} at position {column} "
-                         f"is outside the vocabulary (size {vocab_size})")
-
-
-class SequenceShards:
-    """Every sample of some sequence shards, memory-mapped, addressable by global row index.
-
-    Opening checks every token id against the shards' vocabulary size (:func:`check_token_range`).
-    """
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        from cpm.schemas import schema_metadata, validate_schema
-
-        self.paths = list(paths)
-        self._blocks: list[np.ndarray] = []  # (rows, seq_len + 1) views into the mapped files
-        self._maps: list[pa.MemoryMappedFile] = []
-        meta0: dict[str, str] | None = None
-        for path in self.paths:
-            try:
-                source = pa.memory_map(str(path), "r")
-                reader = pa.ipc.open_file(source)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise ShardError(f"{path}: not a readable Arrow shard: {exc}") from None
-            validate_schema(reader.schema, str(path), "sequences")
-            meta = schema_metadata(reader.schema)
-            if meta0 is None:
-                meta0 = meta
-            elif any(meta.get(k) != meta0.get(k) for k in ("seq_len", "vocab_size", "eod_id")):
-                raise ShardError(f"{path}: seq_len/vocab_size/eod_id differ from {self.paths[0]}")
-            self._maps.append(source)
-            source.seek(0)
-            mapped = source.read_buffer(source.size())  # the whole file, zero-copy: batches must point into it
-            width = int(meta["seq_len"]) + 1
-            vocab_size, row = int(meta["vocab_size"]), 0
-            for i in range(reader.num_record_batches):
-                column = read_batch(reader, i, path).column(0)
-                if len(column) == 0:
-                    continue
-                if column.null_count:
-                    raise ShardError(f"{path}: record batch {i} has null samples")
-                data = column.values.buffers()[1]
-                if not mapped.address <= data.address < mapped.address + mapped.size:
-                    raise ShardError(f"{path}: compressed sequence shard cannot be memory-mapped; re-pack it uncompressed")
-                values = column.values.to_numpy(zero_copy_only=True)
-                values = values[column.offset * width : (column.offset + len(column)) * width]
-                block = values.reshape(len(column), width)
-                check_token_range(block, vocab_size, path, row)
-                self._blocks.append(block)
-                row += len(block)
-        if meta0 is None:
-            raise ShardError("no sequence shards given")
-        self.seq_len = int(meta0["seq_len"])
-        self.vocab_size = int(meta0["vocab_size"])
-        self.eod_id = int(meta0.get("eod_id", -1))
-        self.metadata = meta0
-        sizes = np.array([len(b) for b in self._blocks], dtype=np.int64)
-        self._starts = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=self._starts[1:])
-        self.num_samples = int(self._starts[-1])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def gather(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy the samples ``rows`` into an int64 array of shape ``(len(rows), seq_len + 1)``."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if out is None:
-            out = np.empty((len(rows), self.seq_len + 1), dtype=np.int64)
-        blocks = np.searchsorted(self._starts, rows, side="right") - 1
-        local = rows - self._starts[blocks]
-        for i, (b, r) in enumerate(zip(blocks.tolist(), local.tolist())):
-            out[i] = self._blocks[b][r]
-        return out
 
 
 # ---------------------------------------------------------------------------- loader
