@@ -334,3 +334,19 @@ def test_external_sort_gives_the_same_bytes_with_any_bucket_size(tmp_path, corpu
     ]
     _, ids = rejoin(read_samples(tmp_path / "many", "train"))
     assert ids == [doc_id for *_, doc_id in sorted(copies)][: len(ids)]
+
+
+def test_one_stable_hash_for_the_corpus_build_and_the_packing_rules():
+    """The split rule is blake2b("cpm-split:" + id), 8 bytes read little-endian (the documented rule), with the
+    same function as the corpus build's shard key."""
+    import struct
+
+    from cpm.data.rules import split_hash, split_of
+    from cpm.hashing import stable_hash
+    from cpm.pipeline import rows
+
+    assert rows.stable_hash is stable_hash
+    for doc_id in ("news-0", "百科-12", ""):
+        (expected,) = struct.unpack("<Q", hashlib.blake2b(f"cpm-split:{doc_id}".encode(), digest_size=8).digest())
+        assert split_hash(doc_id) == expected
+        assert split_of(doc_id, expected / 2.0**64 + 1e-9) == "valid" and split_of(doc_id, 0.0) == "train"

@@ -287,3 +287,15 @@ def test_atomic_output_dir(tmp_path: Path) -> None:
     with pytest.raises(CpmError, match="not a directory"):
         with atomic_output_dir(tmp_path / "file", overwrite=True):
             pass
+
+
+def test_inputs_named_with_glob_characters(tmp_path: Path) -> None:
+    """A path that exists is taken as it is even with ``[``/``*`` in its name; otherwise it is a glob."""
+    folder = tmp_path / "corpus[v2]"
+    with ShardWriter(folder / "shards", document_schema(), batch_rows=2) as writer:
+        writer.write_rows(DOCS)
+    expected = [Path(s.path).name for s in writer.shards]
+    assert [p.name for p in resolve_shard_paths([folder])] == expected
+    assert [p.name for p in resolve_shard_paths([tmp_path / "corpus*"])] == expected
+    with pytest.raises(ShardError, match=r"corpus\?x: no file matches"):
+        resolve_shard_paths([tmp_path / "corpus?x"])
