@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=1024)
     args = parser.parse_args()
 
-    from cpm.shards.verify import verify_data
     from cpm.shards.sequences import SequenceShards
+    from cpm.shards.verify import verify_data
 
     vocab = 30000
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:

@@ -12,7 +12,7 @@ are in :mod:`cpm.data.rules`):
    on the seed or on the other documents), so a document never changes split when the
    corpus grows.
 3. **mix** (train only): a source of weight ``w`` keeps ``floor(w)`` copies of each document
-   plus one more when ``hash(seed, id, "extra")`` falls below ``frac(w)``; copies are separate
+   plus one more when ``hash("cpm-mix", seed, id)`` falls below ``frac(w)``; copies are separate
    documents in the stream. ``--source-mix`` gives target token shares instead and turns them
    into such weights from the measured token counts.
 4. **order**: documents (and their copies) are sorted by ``hash(seed, copy, id)`` so the
