@@ -4,7 +4,9 @@ The build writes into a hidden sibling of the output, ``.NAME.build``, and renam
 when the manifest is written: a directory with a manifest is complete. Each stage of
 :mod:`cpm.pipeline.graph` runs its unfinished tasks:
 
-* on Beam's DirectRunner with one worker, as a Beam pipeline on the in-process runner;
+* on Beam's DirectRunner with one worker, in the launcher's process, one task after another (a
+  stage's graph is one ``ParDo`` over its task list: building and running it on Beam's in-process
+  runner only added a fixed cost per stage);
 * on the DirectRunner with ``--workers N``, in a pool of N local processes (like datatrove's local
   executor: independent tasks, no data plane between them);
 * on any other runner, as a Beam pipeline on that runner (its own parallelism).
@@ -261,6 +263,17 @@ def _ready() -> int:
     return os.getpid()
 
 
+class InProcess:
+    """Runs each stage's tasks in the launcher's process, in order (DirectRunner, one worker)."""
+
+    def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:
+        for task in tasks:
+            graph.run_task(job, stage, task, params)
+
+    def close(self) -> None:
+        pass
+
+
 class LocalPool:
     """Runs each stage's tasks in a pool of local processes, started once for the whole build.
 
@@ -292,8 +305,8 @@ class LocalPool:
 
 def make_executor(beam_args: list[str], workers: int, job: BuildJob):
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
-    if runner in DIRECT_RUNNERS and workers > 1:
-        return LocalPool(workers, job)
+    if runner in DIRECT_RUNNERS:
+        return LocalPool(workers, job) if workers > 1 else InProcess()
     return BeamStages(beam_args)
 
 
