@@ -37,8 +37,6 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-import apache_beam as beam
-
 from cpm.pipeline import spill
 from cpm.pipeline.clean import CleanConfig
 from cpm.pipeline.progress import ProgressFile
@@ -520,23 +518,17 @@ def task_result(job: BuildJob, stage: str, task: Any) -> Any:
     return spill.read_object(spill.marker_path(job.work_dir, stage, task_name(task)))
 
 
-class RunTasks(beam.DoFn):
-    """The tasks of one stage (a single output: the names of the finished tasks)."""
-
-    def __init__(self, job: BuildJob, stage: str, params: dict) -> None:
-        self.job, self.stage, self.params = job, stage, params
-
-    def process(self, task):
-        run_task(self.job, self.stage, task, self.params)
-        yield task_name(task)
-
-
-def add_stage(pipeline: beam.Pipeline, job: BuildJob, stage: str, tasks: list, params: dict):
+def add_stage(pipeline, job: BuildJob, stage: str, tasks: list, params: dict):
     """One stage as a Beam graph: its tasks, spread over workers, each run by a ``ParDo``.
 
     Only ``Create``, ``Reshuffle`` and a single-output ``ParDo`` without side inputs: what every
     runner supports (Beam's Dask runner mishandles multi-output ``ParDo`` and singleton side inputs).
+    Beam is imported here only: a build on the DirectRunner runs its tasks without it.
     """
+    import apache_beam as beam
+
+    from cpm.pipeline.stage_dofn import RunTasks
+
     return (
         pipeline
         | f"{stage}Tasks" >> beam.Create(tasks)

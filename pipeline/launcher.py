@@ -44,8 +44,6 @@ DIRECT_RUNNERS = (None, "DirectRunner", "direct")
 
 def resolve_inputs(specs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Expand ``(pattern, source)`` through Beam's file systems; a pattern matching nothing is an error."""
-    from apache_beam.io.filesystems import FileSystems
-
     found: dict[str, str] = {}
     sizes: dict[str, int] = {}
     for pattern, source in specs:
@@ -58,9 +56,13 @@ def resolve_inputs(specs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
                 for name in names
                 if not name.startswith(".") and not any(part.startswith(".") for part in os.path.relpath(root, pattern).split(os.sep) if part != ".")
             )
+        elif "://" not in pattern and not any(c in pattern for c in "*?[") and os.path.isfile(pattern):
+            files = [(pattern, os.path.getsize(pattern))]  # one local file: no need to load Beam's file systems
         else:
             if pattern.endswith("/"):  # a remote "directory": everything under the prefix
                 pattern += "**"
+            from apache_beam.io.filesystems import FileSystems
+
             try:
                 result = FileSystems.match([pattern])[0]
             except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError and friends
@@ -216,9 +218,10 @@ class BeamStages:
     """
 
     def __init__(self, beam_args: list[str]) -> None:
-        from cpm.pipeline.beam_patches import JobOptions
+        from cpm.pipeline.beam_patches import JobOptions, memoize_dofn_specs
         from cpm.pipeline.runners import open_runner, runner_name
 
+        memoize_dofn_specs()
         self.options = JobOptions(beam_args)
         self.name = runner_name(self.options)
         self._exit = contextlib.ExitStack()
@@ -419,15 +422,12 @@ def run_build(job: BuildJob, beam_args: list[str], workers: int = 1, progress: b
 
     On failure the hidden directory stays, with its finished tasks, for ``--resume``.
     """
-    from cpm.pipeline.beam_patches import memoize_dofn_specs
-
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
     if "--pipeline_type_check" in beam_args:  # cpm's flag for Beam's default (Beam only has --no_pipeline_type_check)
         beam_args = [a for a in beam_args if a != "--pipeline_type_check"]
     elif not any(a.startswith("--no_pipeline_type_check") for a in beam_args):
         beam_args = [*beam_args, "--no_pipeline_type_check"]  # construction-time checks of a fixed graph
-    memoize_dofn_specs()
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("jieba").setLevel(logging.WARNING)
