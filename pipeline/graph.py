@@ -3,10 +3,10 @@
 ::
 
     read ──► clean ──► ids ──► [against] ► exact ──► lsh ──► components ──► fates ──► apply ──► shards
-    (file)   (chunk)   (part)   (index)     (part)    (part)   (one)          (chunk)   (chunk)   (shard)
+    (range)  (chunk)   (part)   (index)     (part)    (part)   (one)          (chunk)   (chunk)   (shard)
 
-* **read** (one task per input file): the file's records, cut into *chunks* of about
-  ``partition_bytes`` of text.
+* **read** (one task per input file, or per line-aligned byte range of a large local JSONL
+  file): the records, cut into *chunks* of about ``partition_bytes`` of text.
 * **clean** (per chunk): read counters, cleaning, the chunk's documents with their node keys and
   MinHash signatures (an Arrow file), its rejections, and (id, position) / (digest, node) entries
   hash-partitioned into ``P`` partitions.
@@ -84,21 +84,39 @@ def chunk_name(index: int) -> str:
 
 # --------------------------------------------------------------------------- read
 
-def read_task(job: BuildJob, task: int, params: dict) -> list[tuple[str, int]]:
-    """One input file -> chunk files of its records; [(chunk file, text bytes)]."""
+def read_tasks(job: BuildJob) -> tuple[list[tuple[int, int]], dict[int, list]]:
+    """The read stage's tasks, ``(input, range)``, and the byte ranges of the inputs read in parts:
+    a large local JSONL file is cut into line-aligned ranges of about ``partition_bytes``
+    (:mod:`cpm.pipeline.readers.ranges`), so that its reading is spread over the workers too."""
+    from cpm.pipeline.readers import input_ranges
+
+    tasks: list[tuple[int, int]] = []
+    ranges: dict[int, list] = {}
+    for index, (path, source) in enumerate(job.inputs):
+        cut = input_ranges(path, source, job.input_sizes.get(path, 0), job.partition_bytes)
+        if cut is not None:
+            ranges[index] = cut
+        tasks += [(index, part) for part in range(len(cut or [None]))]
+    return tasks, ranges
+
+
+def read_task(job: BuildJob, task: tuple[int, int], params: dict) -> list[tuple[str, int]]:
+    """One input file, or one byte range of it -> chunk files of its records; [(chunk file, text bytes)]."""
     from cpm.pipeline.readers import read_input
 
-    path, source = job.inputs[task]
+    index, part = task
+    path, source = job.inputs[index]
+    byte_range = params["ranges"][index][part] if index in params["ranges"] else None
     chunks: list[tuple[str, int]] = []
     records: list[RawRecord | Rejection] = []
     size = 0
 
     def flush() -> None:
-        name = job.path("read", f"{task:06d}-{len(chunks):05d}")
+        name = job.path("read", f"{index:06d}-{part:05d}-{len(chunks):05d}")
         spill.write_rows(name, records)
         chunks.append((name, size))
 
-    for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars):
+    for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars, byte_range=byte_range):
         records.append(record)
         size += len((record.text or "").encode("utf-8", "replace")) + len((getattr(record, "html", None) or "").encode("utf-8", "replace"))
         if size >= job.partition_bytes:

@@ -340,9 +340,10 @@ def run_stages(job: BuildJob, executor) -> dict[str, Any]:
 
     from cpm.pipeline.rows import num_shards
 
-    read = run_stage(executor, job, "read", list(range(len(job.inputs))), {})
-    chunks = [name for i in range(len(job.inputs)) for name, _ in read[i]]
-    partitions = graph.num_partitions(sum(size for i in read for _, size in read[i]), job.partition_bytes)
+    read_tasks, ranges = graph.read_tasks(job)
+    read = run_stage(executor, job, "read", read_tasks, {"ranges": ranges})
+    chunks = [name for task in read_tasks for name, _ in read[task]]
+    partitions = graph.num_partitions(sum(size for task in read_tasks for _, size in read[task]), job.partition_bytes)
     params: dict[str, Any] = {"chunks": chunks, "num_chunks": len(chunks), "partitions": partitions}
     clean = run_stage(executor, job, "clean", list(range(len(chunks))), params)
     run_stage(executor, job, "ids", list(range(partitions)), params)
