@@ -33,6 +33,7 @@ import heapq
 import logging
 import math
 import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -456,8 +457,56 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     schema = document_schema() if kind == "documents" else rejected_schema()
     subdir = "shards" if kind == "documents" else "rejected"
     rows = heapq.merge(*pieces, key=sort_key)
-    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), shard_batches(rows, kind), schema)
+    batches = prefetched(shard_batches(rows, kind))  # built while the writer compresses the one before
+    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema)
     return {**info.entry(job.work_dir), "kind": kind}
+
+
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced by a thread up to ``depth`` ahead of the consumer, in the same order.
+
+    A shard's record batches are built in Python (holding the GIL) while Arrow's writer compresses
+    the previous one without it: on a shard task, the longest task of its stage, the two overlap.
+    """
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((True, end))
+        except BaseException as error:  # handed to the consumer, raised there
+            slots.put((False, error))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 # --------------------------------------------------------------------------- warm-up
@@ -507,10 +556,16 @@ def task_name(task: Any) -> str:
 
 
 def run_task(job: BuildJob, stage: str, task: Any, params: dict) -> Any:
-    """Run one task of ``stage`` and write its completion marker (its result) last."""
+    """Run one task of ``stage`` and write its completion marker (its result) last.
+
+    With ``cpm -v``, one line per task (process, wall and CPU seconds): the build's timeline per worker.
+    """
+    started, cpu = time.monotonic(), time.process_time()
     result = STAGES[stage](job, task, params)
     spill.write_object(spill.marker_path(job.work_dir, stage, task_name(task)), result)
     release_memory()
+    log.debug("task %s/%s in process %d: %.2fs (%.2fs CPU)", stage, task_name(task), os.getpid(),
+              time.monotonic() - started, time.process_time() - cpu)
     return result
 
 
