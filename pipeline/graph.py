@@ -513,8 +513,12 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 def warm_up(job: BuildJob) -> None:
     """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+    import pyarrow as pa
+
     from cpm.pipeline.clean import clean_record
     from cpm.tokenizer.segment import cut
+
+    pa.array(["预热"])  # pyarrow imports pandas (~0.4 s) on its first conversion from Python objects
 
     cut("预热")
     for source, config in job.configs.items():
