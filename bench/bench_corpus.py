@@ -9,9 +9,10 @@ dedup does not eat the repetitions), then times:
   processes);
 Rates are MB of JSONL input per second per core: "wall" divides by wall time x workers
 (meaningful only on an otherwise idle machine), "CPU" by the CPU seconds of the job's
-processes (robust to other load): the launcher and, with ``--workers`` > 1, its pool of worker
-processes, which it waits for, so ``RUSAGE_CHILDREN`` counts them (checked against polling
-``/proc`` for every descendant: equal within 1%). The baseline and segmentation rows use CPU
+processes: the launcher and, with ``--workers`` > 1, its pool of worker processes, which it waits
+for, so ``wait4`` counts them (:mod:`proctree`, as ``bench_scale.py``; the polled ``/proc`` sum is
+printed beside it as a check). CPU time is robust to other load only up to a point: on a
+2-core machine whose other core is busy it reads about 5% higher (shared caches and memory bandwidth). The baseline and segmentation rows use CPU
 time. The same builds on 20 documents give the fixed cost, the rest is the per-MB cost.
 
 * the naive baseline, measured in the same run on a slice of the same documents:
@@ -28,14 +29,13 @@ import io
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def read_paragraphs() -> list[str]:
@@ -65,22 +65,18 @@ def make_documents(paragraphs: list[str], megabytes: float, seed: int = 0) -> li
     return docs
 
 
-def cpu_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def time_build(jsonl: Path, workers: int, work: Path, *extra: str) -> dict:
+    """One build, measured over its whole process tree as ``bench_scale.py`` does (:mod:`proctree`)."""
+    from proctree import measure
+
     output = work / f"out-{workers}"
     cmd = [sys.executable, "-m", "cpm", "-q", "corpus", "build", "--source", "news", "--input", str(jsonl),
            "--output", str(output), "--workers", str(workers), "--overwrite", "--no-progress", *extra]
-    cpu0, t0 = cpu_children(), time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall, cpu = time.perf_counter() - t0, cpu_children() - cpu0
-    if proc.returncode != 0:
-        sys.exit(f"build failed:\n{proc.stderr[-3000:]}")
+    usage = measure(cmd)
+    if usage.returncode != 0:
+        sys.exit(f"build failed:\n{usage.stderr[-3000:]}")
     counters = json.loads((output / "manifest.json").read_text())["counters"]
-    return {"wall": wall, "cpu": cpu, "counters": counters}
+    return {"wall": usage.wall, "cpu": usage.cpu, "cpu_polled": usage.cpu_polled, "counters": counters}
 
 
 def naive_baseline(docs: list[str]) -> float:
@@ -150,7 +146,7 @@ def main() -> None:
             per_core_cpu = mb / result["cpu"]
             name = f"cpm corpus build --workers {workers} {' '.join(extra)}".strip()
             rows.append((name, per_core_wall, per_core_cpu, per_core_cpu / naive_rate))
-            print(f"  {name}: {result['wall']:.1f}s wall, {result['cpu']:.1f}s CPU; "
+            print(f"  {name}: {result['wall']:.1f}s wall, {result['cpu']:.1f}s CPU ({result['cpu_polled']:.1f}s polled); "
                   f"read {c['records_read']:,} kept {c['kept']:,} rejected {c['rejected']:,} duplicates {c['duplicates']:,}")
 
         # fixed cost (imports, segmenter and MinHash tables, graph construction, per-stage overhead):

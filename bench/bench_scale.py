@@ -1,19 +1,20 @@
-"""How ``cpm corpus build`` scales: input size (x1, x5, x20) and workers (1, 2), CPU time, wall, peak RSS.
+"""How ``cpm corpus build`` scales: input size (x1, x5, x20) for every runner and worker count.
 
 Writes JSONL news documents from the shared People's Daily paragraphs (as ``bench_corpus.py``:
 each repetition shuffles the paragraphs before grouping 3-10 of them into a document) up to the
-largest size; each smaller input is a prefix of it. Then runs, each under ``/usr/bin/time``
-(CPU time and peak RSS of the build's whole process tree: the launcher and its workers):
-
-* ``cpm corpus build --source news --workers 1`` at every size (with dedup, default settings);
-* ``--workers 2`` at the smallest size (and any other ``--runner``, e.g. ``DaskRunner``, there too).
+largest size; each smaller input is a prefix of it. Then runs every configuration (default:
+DirectRunner with 1 worker, a local Dask cluster with 1 and with 2 worker processes) at every
+size, ``cpm corpus build --source news`` with dedup and default settings, measuring the build's
+whole process tree (:mod:`proctree`: the launcher, its pool of workers, the Dask scheduler's
+worker processes; CPU from ``wait4`` and, as a check, from polling ``/proc``).
 
 Printed per run: MB of input, wall seconds, CPU seconds, MB/s per core of CPU time, CPU seconds per
-MB and its ratio to the smallest size's (the baseline measured in the same run), peak RSS and its
-ratio to the smallest size's. For 2 workers: the speed-up of wall time and the CPU-time ratio over
-1 worker. Wall times mean something only on an otherwise idle machine; CPU times do not need one.
+MB and its ratio to the smallest size's of the same configuration (target <= 1.15x), the peak RSS
+of the largest process and of the whole tree. Then, per size, the wall speed-up of Dask with 2
+workers over Dask with 1. Wall times mean something only on an otherwise idle machine; CPU times
+do not need one.
 
-Usage: python bench/bench_scale.py [--mb 50] [--factors 1 5 20] [--workers 1 2] [--runners DirectRunner]
+Usage: python bench/bench_scale.py [--mb 50] [--factors 1 5 20] [--configs DirectRunner:1 DaskRunner:1 DaskRunner:2]
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_corpus import read_paragraphs  # noqa: E402
+from proctree import measure  # noqa: E402
 
 
 def write_documents(path: Path, megabytes: float, seed: int = 0) -> list[int]:
@@ -64,74 +65,93 @@ def prefix(source: Path, target: Path, nbytes: int) -> None:
 
 
 def timed_build(jsonl: Path, output: Path, workers: int, runner: str, extra: list[str]) -> dict:
-    stats = output.parent / f"{output.name}.time"
-    cmd = ["/usr/bin/time", "-o", str(stats), "-f", "%e %U %S %M", sys.executable, "-m", "cpm", "-q", "corpus", "build",
-           "--source", "news", "--input", str(jsonl), "--output", str(output), "--workers", str(workers),
-           "--runner", runner, "--overwrite", "--no-progress", *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    wall, user, system, rss_kb = stats.read_text().split()[-4:]
+    cmd = [sys.executable, "-m", "cpm", "-q", "corpus", "build", "--source", "news", "--input", str(jsonl),
+           "--output", str(output), "--workers", str(workers), "--runner", runner, "--overwrite", "--no-progress", *extra]
+    usage = measure(cmd)
+    if usage.returncode != 0:
+        return {"error": (usage.stderr.strip().splitlines() or ["failed"])[-1]}
     counters = json.loads((output / "manifest.json").read_text())["counters"]
-    return {"wall": float(wall), "cpu": float(user) + float(system), "rss": int(rss_kb) * 1024, "counters": counters}
+    return {"wall": usage.wall, "cpu": usage.cpu, "cpu_polled": usage.cpu_polled, "rss": usage.rss,
+            "tree_rss": usage.tree_rss, "counters": counters}
+
+
+def parse_config(text: str) -> tuple[str, int]:
+    runner, _, workers = text.partition(":")
+    return runner, int(workers or 1)
+
+
+def write_inputs(work: Path, megabytes: float, factors: list[float]) -> list[tuple[float, Path, float]]:
+    """Inputs of ``megabytes`` x every factor, each a prefix of the largest: (factor, path, MB)."""
+    full = work / "news-full.jsonl"
+    ends = write_documents(full, megabytes * factors[-1])
+    inputs = []
+    for factor in factors:
+        target = megabytes * factor * 1e6
+        nbytes = next((end for end in ends if end >= target), ends[-1])
+        path = work / f"news-x{factor:g}.jsonl"
+        prefix(full, path, nbytes)
+        inputs.append((factor, path, nbytes / 1e6))
+    full.unlink()
+    return inputs
+
+
+def print_table(results: list[tuple], configs: list[tuple[str, int]]) -> None:
+    print()
+    print(f"{'run':32s} {'MB':>7s} {'wall s':>8s} {'CPU s':>8s} {'polled':>7s} {'MB/s/core':>10s} {'CPU s/MB':>9s} "
+          f"{'vs x1':>6s} {'peak RSS':>9s} {'tree RSS':>9s}")
+    for runner, workers in configs:
+        rows = [r for r in results if (r[2], r[3]) == (runner, workers)]
+        base = next((r for r in rows if "error" not in r[4]), None)
+        for factor, mb, _, _, r in rows:
+            name = f"x{factor:g} {runner} --workers {workers}"
+            if "error" in r:
+                print(f"{name:32s} {mb:7.0f}  {r['error']}")
+                continue
+            per_mb = r["cpu"] / mb
+            base_per_mb = base[4]["cpu"] / base[1]
+            print(f"{name:32s} {mb:7.0f} {r['wall']:8.1f} {r['cpu']:8.1f} {r['cpu_polled']:7.1f} {mb / r['cpu']:10.2f} "
+                  f"{per_mb:9.3f} {per_mb / base_per_mb:5.2f}x {r['rss'] / 2**30:8.2f}G {r['tree_rss'] / 2**30:8.2f}G")
+    by_key = {(f, runner, w): r for f, _, runner, w, r in results if "error" not in r}
+    for runner in sorted({c[0] for c in configs}):
+        for factor in sorted({r[0] for r in results}):
+            one, two = by_key.get((factor, runner, 1)), by_key.get((factor, runner, 2))
+            if one and two:
+                print(f"x{factor:g} {runner}: 2 workers {one['wall'] / two['wall']:.2f}x as fast (wall) as 1, "
+                      f"CPU {two['cpu'] / one['cpu']:.2f}x")
+    print("\nMB/s/core and CPU s/MB use CPU time (user+sys of the whole process tree, from wait4; 'polled' sums "
+          "/proc over the tree as a check); peak RSS: the largest process; tree RSS: all processes together. "
+          "Wall times are meaningful only on an otherwise idle machine.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=50.0, help="MB of JSONL of the smallest size (default 50)")
     parser.add_argument("--factors", type=float, nargs="+", default=[1, 5, 20], help="sizes as multiples of --mb")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts run at the smallest size")
-    parser.add_argument("--runners", nargs="+", default=["DirectRunner"], help="runners compared at the smallest size")
+    parser.add_argument("--configs", nargs="+", default=["DirectRunner:1", "DaskRunner:1", "DaskRunner:2"],
+                        help="RUNNER:WORKERS configurations, each run at every size")
     parser.add_argument("--work", help="directory for inputs and outputs (default: a temporary one)")
     parser.add_argument("extra", nargs="*", help="more build options, after --, e.g. -- --no-dedup")
     args = parser.parse_args()
+    configs = [parse_config(c) for c in args.configs]
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work) as tmp:
         work = Path(tmp)
-        full = work / "news-full.jsonl"
-        sizes = sorted(set(args.factors))
-        ends = write_documents(full, args.mb * sizes[-1])
-        inputs = []
-        for factor in sizes:
-            target = args.mb * factor * 1e6
-            nbytes = next((end for end in ends if end >= target), ends[-1])
-            path = work / f"news-x{factor:g}.jsonl"
-            prefix(full, path, nbytes)
-            inputs.append((factor, path, nbytes / 1e6))
-        full.unlink()
+        inputs = write_inputs(work, args.mb, sorted(set(args.factors)))
         print(f"{os.cpu_count()} CPUs on this machine; inputs: " + ", ".join(f"x{f:g} = {mb:.0f} MB" for f, _, mb in inputs))
-
-        runs = [(f, p, mb, 1, "DirectRunner") for f, p, mb in inputs]
-        runs += [(inputs[0][0], inputs[0][1], inputs[0][2], w, r) for r in args.runners for w in args.workers
-                 if (w, r) != (1, "DirectRunner")]
         results = []
-        for factor, path, mb, workers, runner in runs:
-            result = timed_build(path, work / "out", workers, runner, args.extra)
-            results.append((factor, mb, workers, runner, result))
-            if "error" in result:
-                print(f"  x{factor:g} {runner} --workers {workers}: {result['error']}")
-            else:
+        for factor, path, mb in inputs:
+            for runner, workers in configs:
+                result = timed_build(path, work / "out", workers, runner, args.extra)
+                results.append((factor, mb, runner, workers, result))
+                if "error" in result:
+                    print(f"  x{factor:g} {runner} --workers {workers}: {result['error']}", flush=True)
+                    continue
                 c = result["counters"]
-                print(f"  x{factor:g} {runner} --workers {workers}: {result['wall']:.1f}s wall, {result['cpu']:.1f}s CPU, "
-                      f"{result['rss'] / 2**30:.2f} GiB peak; read {c['records_read']:,} kept {c['kept']:,} "
+                print(f"  x{factor:g} {runner} --workers {workers}: {result['wall']:.1f}s wall, {result['cpu']:.1f}s CPU "
+                      f"({result['cpu_polled']:.1f}s polled), {result['rss'] / 2**30:.2f} GiB peak "
+                      f"({result['tree_rss'] / 2**30:.2f} GiB tree); read {c['records_read']:,} kept {c['kept']:,} "
                       f"duplicates {c['duplicates']:,}", flush=True)
-
-        base = results[0][4]
-        print()
-        print(f"{'run':34s} {'MB':>7s} {'wall s':>8s} {'CPU s':>8s} {'MB/s/core':>10s} {'CPU s/MB':>9s} {'vs x1':>6s} "
-              f"{'peak RSS':>9s} {'vs x1':>6s} {'wall speed-up':>14s}")
-        for factor, mb, workers, runner, r in results:
-            name = f"x{factor:g} {runner} --workers {workers}"
-            if "error" in r or "error" in base:
-                print(f"{name:34s} {mb:7.0f}  {r.get('error', 'baseline failed')}")
-                continue
-            same_size_1 = next((x[4] for x in results if x[0] == factor and x[2] == 1 and x[3] == "DirectRunner"), None)
-            speedup = f"{same_size_1['wall'] / r['wall']:.2f}x" if workers > 1 and same_size_1 else "-"
-            per_mb = r["cpu"] / mb
-            print(f"{name:34s} {mb:7.0f} {r['wall']:8.1f} {r['cpu']:8.1f} {mb / r['cpu']:10.2f} {per_mb:9.3f} "
-                  f"{per_mb / (base['cpu'] / results[0][1]):5.2f}x {r['rss'] / 2**30:8.2f}G {r['rss'] / base['rss']:5.2f}x {speedup:>14s}")
-        print("\nMB/s/core and CPU s/MB use CPU time (user+sys of the whole process tree); wall speed-up compares "
-              "wall times, meaningful only on an otherwise idle machine.")
+        print_table(results, configs)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 ::
 
     read ──► clean ──► ids ──► [against] ► exact ──► lsh ──► components ──► fates ──► apply ──► shards
-    (file)   (chunk)   (part)   (index)     (part)    (part)   (one)          (chunk)   (chunk)   (shard)
+    (range)  (chunk)   (part)   (index)     (part)    (part)   (one)          (chunk)   (chunk)   (shard)
 
-* **read** (one task per input file): the file's records, cut into *chunks* of about
-  ``partition_bytes`` of text.
+* **read** (one task per input file, or per line-aligned byte range of a large local JSONL
+  file): the records, cut into *chunks* of about ``partition_bytes`` of text.
 * **clean** (per chunk): read counters, cleaning, the chunk's documents with their node keys and
   MinHash signatures (an Arrow file), its rejections, and (id, position) / (digest, node) entries
   hash-partitioned into ``P`` partitions.
@@ -33,11 +33,10 @@ import heapq
 import logging
 import math
 import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
-
-import apache_beam as beam
 
 from cpm.pipeline import spill
 from cpm.pipeline.clean import CleanConfig
@@ -86,21 +85,39 @@ def chunk_name(index: int) -> str:
 
 # --------------------------------------------------------------------------- read
 
-def read_task(job: BuildJob, task: int, params: dict) -> list[tuple[str, int]]:
-    """One input file -> chunk files of its records; [(chunk file, text bytes)]."""
+def read_tasks(job: BuildJob) -> tuple[list[tuple[int, int]], dict[int, list]]:
+    """The read stage's tasks, ``(input, range)``, and the byte ranges of the inputs read in parts:
+    a large local JSONL file is cut into line-aligned ranges of about ``partition_bytes``
+    (:mod:`cpm.pipeline.readers.ranges`), so that its reading is spread over the workers too."""
+    from cpm.pipeline.readers import input_ranges
+
+    tasks: list[tuple[int, int]] = []
+    ranges: dict[int, list] = {}
+    for index, (path, source) in enumerate(job.inputs):
+        cut = input_ranges(path, source, job.input_sizes.get(path, 0), job.partition_bytes)
+        if cut is not None:
+            ranges[index] = cut
+        tasks += [(index, part) for part in range(len(cut or [None]))]
+    return tasks, ranges
+
+
+def read_task(job: BuildJob, task: tuple[int, int], params: dict) -> list[tuple[str, int]]:
+    """One input file, or one byte range of it -> chunk files of its records; [(chunk file, text bytes)]."""
     from cpm.pipeline.readers import read_input
 
-    path, source = job.inputs[task]
+    index, part = task
+    path, source = job.inputs[index]
+    byte_range = params["ranges"][index][part] if index in params["ranges"] else None
     chunks: list[tuple[str, int]] = []
     records: list[RawRecord | Rejection] = []
     size = 0
 
     def flush() -> None:
-        name = job.path("read", f"{task:06d}-{len(chunks):05d}")
+        name = job.path("read", f"{index:06d}-{part:05d}-{len(chunks):05d}")
         spill.write_rows(name, records)
         chunks.append((name, size))
 
-    for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars):
+    for record in read_input(path, source, max_record_chars=job.configs[source].max_record_chars, byte_range=byte_range):
         records.append(record)
         size += len((record.text or "").encode("utf-8", "replace")) + len((getattr(record, "html", None) or "").encode("utf-8", "replace"))
         if size >= job.partition_bytes:
@@ -440,16 +457,68 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     schema = document_schema() if kind == "documents" else rejected_schema()
     subdir = "shards" if kind == "documents" else "rejected"
     rows = heapq.merge(*pieces, key=sort_key)
-    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), shard_batches(rows, kind), schema)
+    batches = prefetched(shard_batches(rows, kind))  # built while the writer compresses the one before
+    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema)
     return {**info.entry(job.work_dir), "kind": kind}
+
+
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, produced by a thread up to ``depth`` ahead of the consumer, in the same order.
+
+    A shard's record batches are built in Python (holding the GIL) while Arrow's writer compresses
+    the previous one without it: on a shard task, the longest task of its stage, the two overlap.
+    """
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((True, end))
+        except BaseException as error:  # handed to the consumer, raised there
+            slots.put((False, error))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                raise item
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it finish
+            try:
+                slots.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 # --------------------------------------------------------------------------- warm-up
 
 def warm_up(job: BuildJob) -> None:
     """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+    import pyarrow as pa
+
     from cpm.pipeline.clean import clean_record
     from cpm.tokenizer.segment import cut
+
+    pa.array(["预热"])  # pyarrow imports pandas (~0.4 s) on its first conversion from Python objects
 
     cut("预热")
     for source, config in job.configs.items():
@@ -491,10 +560,16 @@ def task_name(task: Any) -> str:
 
 
 def run_task(job: BuildJob, stage: str, task: Any, params: dict) -> Any:
-    """Run one task of ``stage`` and write its completion marker (its result) last."""
+    """Run one task of ``stage`` and write its completion marker (its result) last.
+
+    With ``cpm -v``, one line per task (process, wall and CPU seconds): the build's timeline per worker.
+    """
+    started, cpu = time.monotonic(), time.process_time()
     result = STAGES[stage](job, task, params)
     spill.write_object(spill.marker_path(job.work_dir, stage, task_name(task)), result)
     release_memory()
+    log.debug("task %s/%s in process %d: %.2fs (%.2fs CPU)", stage, task_name(task), os.getpid(),
+              time.monotonic() - started, time.process_time() - cpu)
     return result
 
 
@@ -520,23 +595,17 @@ def task_result(job: BuildJob, stage: str, task: Any) -> Any:
     return spill.read_object(spill.marker_path(job.work_dir, stage, task_name(task)))
 
 
-class RunTasks(beam.DoFn):
-    """The tasks of one stage (a single output: the names of the finished tasks)."""
-
-    def __init__(self, job: BuildJob, stage: str, params: dict) -> None:
-        self.job, self.stage, self.params = job, stage, params
-
-    def process(self, task):
-        run_task(self.job, self.stage, task, self.params)
-        yield task_name(task)
-
-
-def add_stage(pipeline: beam.Pipeline, job: BuildJob, stage: str, tasks: list, params: dict):
+def add_stage(pipeline, job: BuildJob, stage: str, tasks: list, params: dict):
     """One stage as a Beam graph: its tasks, spread over workers, each run by a ``ParDo``.
 
     Only ``Create``, ``Reshuffle`` and a single-output ``ParDo`` without side inputs: what every
     runner supports (Beam's Dask runner mishandles multi-output ``ParDo`` and singleton side inputs).
+    Beam is imported here only: a build on the DirectRunner runs its tasks without it.
     """
+    import apache_beam as beam
+
+    from cpm.pipeline.stage_dofn import RunTasks
+
     return (
         pipeline
         | f"{stage}Tasks" >> beam.Create(tasks)

@@ -4,7 +4,9 @@ The build writes into a hidden sibling of the output, ``.NAME.build``, and renam
 when the manifest is written: a directory with a manifest is complete. Each stage of
 :mod:`cpm.pipeline.graph` runs its unfinished tasks:
 
-* on Beam's DirectRunner with one worker, as a Beam pipeline on the in-process runner;
+* on Beam's DirectRunner with one worker, in the launcher's process, one task after another (a
+  stage's graph is one ``ParDo`` over its task list: building and running it on Beam's in-process
+  runner only added a fixed cost per stage);
 * on the DirectRunner with ``--workers N``, in a pool of N local processes (like datatrove's local
   executor: independent tasks, no data plane between them);
 * on any other runner, as a Beam pipeline on that runner (its own parallelism).
@@ -42,8 +44,6 @@ DIRECT_RUNNERS = (None, "DirectRunner", "direct")
 
 def resolve_inputs(specs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """Expand ``(pattern, source)`` through Beam's file systems; a pattern matching nothing is an error."""
-    from apache_beam.io.filesystems import FileSystems
-
     found: dict[str, str] = {}
     sizes: dict[str, int] = {}
     for pattern, source in specs:
@@ -56,9 +56,13 @@ def resolve_inputs(specs: list[tuple[str, str]]) -> tuple[list[tuple[str, str]],
                 for name in names
                 if not name.startswith(".") and not any(part.startswith(".") for part in os.path.relpath(root, pattern).split(os.sep) if part != ".")
             )
+        elif "://" not in pattern and not any(c in pattern for c in "*?[") and os.path.isfile(pattern):
+            files = [(pattern, os.path.getsize(pattern))]  # one local file: no need to load Beam's file systems
         else:
             if pattern.endswith("/"):  # a remote "directory": everything under the prefix
                 pattern += "**"
+            from apache_beam.io.filesystems import FileSystems
+
             try:
                 result = FileSystems.match([pattern])[0]
             except Exception as exc:  # noqa: BLE001 - Beam raises BeamIOError and friends
@@ -214,9 +218,10 @@ class BeamStages:
     """
 
     def __init__(self, beam_args: list[str]) -> None:
-        from cpm.pipeline.beam_patches import JobOptions
+        from cpm.pipeline.beam_patches import JobOptions, memoize_dofn_specs
         from cpm.pipeline.runners import open_runner, runner_name
 
+        memoize_dofn_specs()
         self.options = JobOptions(beam_args)
         self.name = runner_name(self.options)
         self._exit = contextlib.ExitStack()
@@ -261,6 +266,17 @@ def _ready() -> int:
     return os.getpid()
 
 
+class InProcess:
+    """Runs each stage's tasks in the launcher's process, in order (DirectRunner, one worker)."""
+
+    def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:
+        for task in tasks:
+            graph.run_task(job, stage, task, params)
+
+    def close(self) -> None:
+        pass
+
+
 class LocalPool:
     """Runs each stage's tasks in a pool of local processes, started once for the whole build.
 
@@ -292,8 +308,8 @@ class LocalPool:
 
 def make_executor(beam_args: list[str], workers: int, job: BuildJob):
     runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), None)
-    if runner in DIRECT_RUNNERS and workers > 1:
-        return LocalPool(workers, job)
+    if runner in DIRECT_RUNNERS:
+        return LocalPool(workers, job) if workers > 1 else InProcess()
     return BeamStages(beam_args)
 
 
@@ -324,9 +340,10 @@ def run_stages(job: BuildJob, executor) -> dict[str, Any]:
 
     from cpm.pipeline.rows import num_shards
 
-    read = run_stage(executor, job, "read", list(range(len(job.inputs))), {})
-    chunks = [name for i in range(len(job.inputs)) for name, _ in read[i]]
-    partitions = graph.num_partitions(sum(size for i in read for _, size in read[i]), job.partition_bytes)
+    read_tasks, ranges = graph.read_tasks(job)
+    read = run_stage(executor, job, "read", read_tasks, {"ranges": ranges})
+    chunks = [name for task in read_tasks for name, _ in read[task]]
+    partitions = graph.num_partitions(sum(size for task in read_tasks for _, size in read[task]), job.partition_bytes)
     params: dict[str, Any] = {"chunks": chunks, "num_chunks": len(chunks), "partitions": partitions}
     clean = run_stage(executor, job, "clean", list(range(len(chunks))), params)
     run_stage(executor, job, "ids", list(range(partitions)), params)
@@ -406,15 +423,12 @@ def run_build(job: BuildJob, beam_args: list[str], workers: int = 1, progress: b
 
     On failure the hidden directory stays, with its finished tasks, for ``--resume``.
     """
-    from cpm.pipeline.beam_patches import memoize_dofn_specs
-
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
         beam_args = [*beam_args, "--default_sdk_harness_log_level=WARNING"]
     if "--pipeline_type_check" in beam_args:  # cpm's flag for Beam's default (Beam only has --no_pipeline_type_check)
         beam_args = [a for a in beam_args if a != "--pipeline_type_check"]
     elif not any(a.startswith("--no_pipeline_type_check") for a in beam_args):
         beam_args = [*beam_args, "--no_pipeline_type_check"]  # construction-time checks of a fixed graph
-    memoize_dofn_specs()
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         logging.getLogger("jieba").setLevel(logging.WARNING)

@@ -117,17 +117,23 @@ def documents_table(rows: list[dict[str, Any]], schema):
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def input_entry(path: str, source: str, size: int | None) -> dict[str, Any]:
-    """Manifest entry of an input file: path, bytes and sha256 (read through Beam's file systems)."""
-    from apache_beam.io.filesystems import FileSystems
+def _open_uncompressed(path: str):
+    if "://" not in path:
+        return open(path, "rb")
     from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
 
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def input_entry(path: str, source: str, size: int | None) -> dict[str, Any]:
+    """Manifest entry of an input file: path, bytes and sha256 (a URL read through Beam's file systems)."""
     entry: dict[str, Any] = {"path": path, "kind": source}
     if size is not None:
         entry["bytes"] = size
     digest = hashlib.sha256()
     try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        with _open_uncompressed(path) as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
         entry["sha256"] = digest.hexdigest()

@@ -83,7 +83,7 @@ def run_build(inputs: dict[str, Path], output: Path, *extra: str) -> int:
 @pytest.fixture(scope="module")
 def built(inputs, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("build") / "out"
-    assert run_build(inputs, output, "--workers", "1") == 0  # each stage a Beam pipeline on the in-process runner
+    assert run_build(inputs, output, "--workers", "1") == 0  # each stage's tasks in the launcher's process
     return output
 
 

@@ -126,11 +126,34 @@ def _is_plain_dict(data: str) -> bool:
     return len(fields) == 3 * lines and "\r" not in data and not _BAD_DICT_LINE.search(data)
 
 
+def _jieba_class():
+    """``rjieba.Jieba``, without running ``rjieba/__init__.py``: it builds a default segmenter with
+    jieba-rs's own dictionary (~0.2 s of CPU per process) that cpm never uses. The extension module
+    is registered as ``rjieba.rjieba``, so a later ``import rjieba`` uses it rather than loading it twice."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if "rjieba.rjieba" not in sys.modules:
+        package = importlib.util.find_spec("rjieba")
+        locations = list(package.submodule_search_locations or []) if package else []
+        found = [os.path.join(d, name) for d in locations for name in sorted(os.listdir(d))
+                 if name.startswith("rjieba.") and name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))]
+        if not found:
+            import rjieba
+
+            return rjieba.Jieba
+        loader = importlib.machinery.ExtensionFileLoader("rjieba.rjieba", found[0])
+        spec = importlib.util.spec_from_file_location("rjieba.rjieba", found[0], loader=loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        sys.modules["rjieba.rjieba"] = module
+    return sys.modules["rjieba.rjieba"].Jieba
+
+
 def _load_route_finder(path: str):
     """An empty rjieba loaded with jieba's dict, parsed exactly like ``Tokenizer.gen_pfdict``; its total."""
-    import rjieba
-
-    route = rjieba.Jieba.empty()
+    route = _jieba_class().empty()
     with open(path, "rb") as f:
         raw = f.read()
     data = raw.decode("utf-8")

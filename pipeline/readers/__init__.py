@@ -50,6 +50,7 @@ from cpm.pipeline.readers.encoding import decode_html, detect_encoding, looks_bi
 from cpm.pipeline.readers.html import read_html
 from cpm.pipeline.readers.jsonl import join_cjk_tokens, read_jsonl, render_dialog, render_qa
 from cpm.pipeline.readers.mediawiki import read_mediawiki
+from cpm.pipeline.readers.ranges import ByteRange, input_ranges, range_chunks
 from cpm.pipeline.readers.samples import sample_inputs
 from cpm.pipeline.readers.text import is_chapter_heading, novel_title, read_novel, read_thucnews
 from cpm.pipeline.readers.warc import read_warc
@@ -57,6 +58,7 @@ from cpm.pipeline.records import RawRecord, Rejection
 from cpm.schemas import SOURCES
 
 __all__ = [
+    "ByteRange",
     "DEFAULT_MAX_CHAPTER_CHARS",
     "DEFAULT_MAX_RECORD_CHARS",
     "FORMATS",
@@ -68,6 +70,7 @@ __all__ = [
     "derived_id",
     "detect_encoding",
     "detect_format",
+    "input_ranges",
     "is_chapter_heading",
     "join_cjk_tokens",
     "looks_binary",
@@ -99,6 +102,7 @@ def read_input(
     *,
     max_record_chars: int = DEFAULT_MAX_RECORD_CHARS,
     max_chapter_chars: int = DEFAULT_MAX_CHAPTER_CHARS,
+    byte_range: ByteRange | None = None,
 ) -> Iterator[RawRecord | Rejection]:
     """Open one input file through Beam's file systems and yield its records, detecting the format.
 
@@ -106,13 +110,18 @@ def read_input(
     raises on bad input (a broken file costs the records from the break on, as one rejection).
     A missing file raises :class:`CpmError`. ``max_record_chars`` bounds one record (a longer
     one is rejected as ``oversized_record`` without being held in memory twice);
-    ``max_chapter_chars`` bounds the documents a novel's chapters are cut into.
+    ``max_chapter_chars`` bounds the documents a novel's chapters are cut into. ``byte_range``
+    reads only those lines of a local JSONL file (:func:`.ranges.input_ranges`).
     """
     if source not in SOURCES:
         raise CpmError(f"{path}: unknown source {source!r} (expected one of {', '.join(SOURCES)})")
     raw = open_raw(path)
     try:
-        _, chunks = decompressed_chunks(path, raw)
+        if byte_range is not None and byte_range.start > 0:  # a later range of a JSONL file checked whole
+            context = Context(path, source, max_record_chars, max_chapter_chars, byte_range.first_line)
+            yield from _guarded(read_jsonl(context, range_chunks(raw, byte_range), b""), context)
+            return
+        chunks = range_chunks(raw, byte_range) if byte_range is not None else decompressed_chunks(path, raw)[1]
         try:
             head, chunks = peek(chunks, HEAD_BYTES)
         except TruncatedInputError as error:

@@ -22,6 +22,7 @@ class Context:
     source: str
     max_record_chars: int
     max_chapter_chars: int
+    first_line: int = 1  # the number of the first line read (a range of a file starts later)
 
     def origin(self, where: int | str) -> str:
         return f"{self.path}:{where}"
@@ -62,10 +63,10 @@ class Line:
     oversized_bytes: int = 0  # > 0: the line was this long and was not kept
 
 
-def iter_lines(chunks: Iterable[bytes], max_bytes: int) -> Iterator[Line]:
-    """Lines of a byte stream, never holding more than ``max_bytes`` of one line."""
+def iter_lines(chunks: Iterable[bytes], max_bytes: int, first_line: int = 1) -> Iterator[Line]:
+    """Lines of a byte stream (numbered from ``first_line``), never holding more than ``max_bytes`` of one line."""
     buffer = bytearray()
-    number = 1
+    number = first_line
     skipped = 0  # > 0 while discarding the rest of an oversized line
     prefix = b""
     for chunk in chunks:

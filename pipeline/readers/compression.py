@@ -42,6 +42,13 @@ def compression_of(path: str, magic: bytes) -> str | None:
 
 
 def open_raw(path: str) -> BinaryIO:
+    if "://" not in path:  # a local file: no need to load Beam's file systems
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise CpmError(f"{path}: no such input file") from None
+        except OSError as error:
+            raise CpmError(f"{path}: cannot open input file ({error})") from error
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 

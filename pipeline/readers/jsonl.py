@@ -108,7 +108,7 @@ def _record_from_json(obj: dict[str, Any], context: Context, line: int) -> RawRe
 def read_jsonl(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterator[RawRecord | Rejection]:
     source, line_number = context.source, 0
     try:
-        for line in iter_lines(chunks, 4 * context.max_record_chars):
+        for line in iter_lines(chunks, 4 * context.max_record_chars, context.first_line):
             line_number = line.number
             if line.oversized_bytes:
                 prefix = line.data.decode("utf-8", "ignore")
