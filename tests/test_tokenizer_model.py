@@ -215,7 +215,7 @@ def where(chunk: list[int]) -> list[list[int]]:
 
 def test_parallel_uses_threads_for_short_batches_and_forks_from_256_items():
     pid, me = os.getpid(), threading.get_ident() % 2**31
-    for threads in (1, 0, None):
+    for threads in (1, 0, None, -2):
         assert Tokenizer._parallel(where, list(range(300)), threads) == [[pid, me, x] for x in range(300)]
     assert Tokenizer._parallel(where, [7], 4) == [[pid, me, 7]]  # one item: no worker
     for n in (2, 10, 255):
