@@ -293,3 +293,27 @@ def test_lsh_bands_accept_a_recall_exactly_at_the_target():
     assert lsh_recall(0.5, 1, 2) == 0.25
     assert minhash.lsh_bands(0.5, 2, min_recall=0.25) == (1, 2)
     assert minhash.lsh_bands(0.5, 2, min_recall=0.2500001) == (2, 1)
+
+
+def test_a_text_with_no_shingles_has_the_all_ones_signature():
+    assert minhash.signature("", 8).tolist() == [2**32 - 1] * 8 == minhash.signature("，。 \n", 8).tolist()
+    signatures, digests = minhash.sign_batch([], 8)
+    assert signatures.shape == (0, 8) and digests == []
+
+
+def test_signature_of_a_long_text_is_the_minimum_over_its_pieces():
+    """A text of more shingles than one hashing matrix holds (8,192) has the signature of the
+    element-wise minimum over pieces that share n - 1 characters (together: the same shingles)."""
+    rng = random.Random(9)
+    text = random_text(rng, 20000)
+
+    def over_pieces(text: str) -> np.ndarray:
+        pieces = [text[start : start + 1000 + 4] for start in range(0, len(text) - 4, 1000)]
+        return np.minimum.reduce([minhash.signature(piece, 32) for piece in pieces])
+
+    expected = over_pieces(text)
+    np.testing.assert_array_equal(minhash.signature(text, 32), expected)
+    batch = minhash.signatures(["甲乙", text, "丙", text[:9001]], 32)
+    np.testing.assert_array_equal(batch[1], expected)
+    np.testing.assert_array_equal(batch[3], over_pieces(text[:9001]))
+    assert not np.array_equal(batch[3], expected)
