@@ -296,6 +296,8 @@ def test_lsh_bands_accept_a_recall_exactly_at_the_target():
 
 
 def test_a_text_with_no_shingles_has_the_all_ones_signature():
+    for text in ("", "，。 \n"):  # an empty hashing form has no shingles
+        assert minhash.shingle_hashes(text, 5).size == minhash.shingle_set(text, 5).size == 0
     assert minhash.signature("", 8).tolist() == [2**32 - 1] * 8 == minhash.signature("，。 \n", 8).tolist()
     signatures, digests = minhash.sign_batch([], 8)
     assert signatures.shape == (0, 8) and digests == []
