@@ -228,6 +228,70 @@ def test_parallel_uses_threads_for_short_batches_and_forks_from_256_items():
     assert model._FORK_JOB is None
 
 
+def chunk_sizes(n: int, threads: int) -> list[int]:
+    """The sizes of the slices ``_parallel`` hands to its workers, in order (thread workers)."""
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def record(chunk: list[int]) -> list[list[int]]:
+        with lock:
+            calls.append(chunk[0])
+        return [[x] for x in chunk]
+
+    assert Tokenizer._parallel(record, list(range(n)), threads) == [[x] for x in range(n)]
+    starts = sorted(calls)
+    return [b - a for a, b in zip(starts, starts[1:] + [n])]
+
+
+def test_parallel_cuts_a_batch_into_about_four_chunks_per_worker():
+    """About 4 chunks per worker, so that uneven texts balance; a batch of at most 4 per worker: one item each."""
+    assert chunk_sizes(100, 2) == [13] * 7 + [9]  # ceil(100 / 8) items per chunk
+    assert chunk_sizes(240, 3) == [20] * 12
+    assert chunk_sizes(3, 2) == [1, 1, 1] and chunk_sizes(8, 2) == [1] * 8
+
+
+def _parallel_in_a_daemon(queue) -> None:
+    try:
+        queue.put(Tokenizer._parallel(where, list(range(300)), 2))
+    except BaseException as exc:  # noqa: BLE001 - reported to the test
+        queue.put(repr(exc))
+
+
+def test_parallel_in_a_daemon_process_uses_threads():
+    """A daemon process (a ``multiprocessing.Pool`` worker) cannot fork workers: it uses threads."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_parallel_in_a_daemon, args=(queue,), daemon=True)
+    worker.start()
+    out = queue.get(timeout=60)
+    worker.join(timeout=60)
+    assert isinstance(out, list), out
+    assert [x for _, _, x in out] == list(range(300)) and {p for p, _, _ in out} == {worker.pid}
+
+
+class CallerThreads(Tokenizer):
+    """Records the thread of every chunk encoded."""
+
+    def _encode_chunk(self, texts):
+        self.threads_seen.add(threading.get_ident())
+        return super()._encode_chunk(texts)
+
+    def _encode_words_chunk(self, word_lists):
+        self.threads_seen.add(threading.get_ident())
+        return super()._encode_words_chunk(word_lists)
+
+
+def test_batches_run_in_the_callers_thread_by_default(cpm1):
+    tok = CallerThreads(cpm1._model_proto, "cpm")
+    tok.threads_seen = set()
+    texts = ["今天天气不错", "我们的中国", "Hello World"] * 4
+    assert tok.encode_batch(texts) == [cpm1.encode(t) for t in texts]
+    assert tok.encode_words_batch([[t] for t in texts]) == [cpm1.encode_words([t]) for t in texts]
+    assert tok.threads_seen == {threading.get_ident()}
+
+
 def test_pickled_tokenizer_is_the_same_tokenizer(cpm1, lossless):
     for tok in (cpm1, lossless):
         copy = pickle.loads(pickle.dumps(tok))
@@ -244,6 +308,8 @@ def test_model_mode_needs_byte_pieces_and_a_control_eod(cpm1_model):
     lossless_like = tiny_model(vocab_size=320, byte_fallback=True, control_symbols=specials + ["<eod>"])
     bytes_but_eod_normal = tiny_model(vocab_size=320, byte_fallback=True, control_symbols=specials, user_defined_symbols=["<eod>"])
     eod_control_no_bytes = tiny_model(vocab_size=60, control_symbols=specials + ["<eod>"])
+    spelled_like_a_byte = tiny_model(vocab_size=60, control_symbols=specials + ["<eod>"], user_defined_symbols=["<0x00>"])
+    assert model_mode(spelled_like_a_byte) == "cpm"  # a piece "<0x00>" that is not a byte piece
     assert model_mode(lossless_like) == "lossless"
     assert model_mode(bytes_but_eod_normal) == "cpm"
     assert model_mode(eod_control_no_bytes) == "cpm"
