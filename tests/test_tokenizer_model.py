@@ -182,7 +182,7 @@ def test_cpm_join_marks_words_and_keeps_the_unit_separator(cpm1, cpm1_model):
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(cpm1_model))
-    for words in (["a\x1fb", "c"], ["今天", " ", "天气\n", "x\x1f"], ["\x1f", "\x1f\x1f"], ["a b"], [" "], []):
+    for words in (["a\x1fb", "c"], ["今天", " ", "天气\n", "x\x1f"], ["\x1f", "\x1f\x1f"], ["\x1f"], ["x\x1f\x1fy"], ["a b"], [" "], []):
         joined = " ".join(w.replace(" ", SPACE).replace("\n", NEWLINE) for w in words)
         assert Tokenizer._cpm_join(words) == joined
         assert Tokenizer._cpm_join(iter(words)) == joined
