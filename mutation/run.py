@@ -75,8 +75,14 @@ PYTEST = ["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
 MODULES: dict[str, Module] = {
     "megatron": Module("data/megatron.py", ["tests/test_megatron.py", "-k", "not real_pack"], 90),
     "minhash": Module("pipeline/minhash.py", ["tests/test_minhash.py"], 180),
-    # every_shared_line (50 s) re-checks on all lines what the hypothesis and real-line tests check
-    "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),
+    # test_tokenizer_model.py first (seconds: a 300-line tokenizer, CPM-1's vocabulary); then the CPM-1
+    # exactness and round-trip tests. Not the training and CLI tests (train.py, cli.py), nor
+    # every_shared_line (50 s), which re-checks on all lines what the hypothesis and real-line tests check.
+    "tokenizer": Module("tokenizer/model.py", [
+        "tests/test_tokenizer_model.py", "tests/test_tokenizer.py", "-k",
+        "not every_shared_line and not compact and not trained_directory and not training and not sample_sentences"
+        " and not vocab_size_too_large and not small_vocab and not empty_corpus and not cli_ and not jsonl and not json_line",
+    ], 300),
     "checkpoint": Module(
         "trainer/checkpoint.py",
         ["tests/test_checkpoint.py", "tests/test_train.py", "tests/test_tensor_parallel.py", "-k",

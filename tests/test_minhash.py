@@ -216,3 +216,106 @@ def test_thresholds_must_be_inside_0_1():
     for threshold in (0.0, 1.0, -0.2):
         with pytest.raises(ValueError, match="threshold must be in"):
             minhash.lsh_bands(threshold, 128)
+
+
+# -- the per-code-point table, at the ends of every range it treats specially --------------------
+# Unicode blocks (Blocks.txt), written out here rather than taken from the module.
+HANGUL_JAMO_BLOCKS = ((0x1100, 0x11FF), (0x3130, 0x318F))  # Hangul Jamo, Hangul Compatibility Jamo
+TABLE_END = 0x32000  # documented: the table covers planes 0-3; code points above map to themselves
+
+
+def table_oracle(cp: int) -> tuple[int, bool]:
+    """(hashing form, needs the whole-text path) of one code point, from the documented rules:
+    NFKC when that is one code point, then OpenCC t2s of that character alone, then lower case;
+    deleted (0) when the result is punctuation, a symbol, a space or a control / unassigned code
+    point. Flagged: NFKC of several code points, marks, Hangul jamo, and characters t2s changes."""
+    import unicodedata
+
+    import opencc
+
+    ch = chr(cp)
+    nfkc = unicodedata.normalize("NFKC", ch)
+    flagged = len(nfkc) != 1 or unicodedata.category(ch)[0] == "M"
+    flagged |= any(lo <= cp <= hi for lo, hi in HANGUL_JAMO_BLOCKS)
+    single = nfkc if len(nfkc) == 1 else ch
+    simple = opencc.OpenCC("t2s").convert(single)
+    if len(simple) == 1 and simple != single:
+        flagged, single = True, simple
+    if unicodedata.category(single)[0] in "PSZC":
+        return 0, flagged
+    lower = single.lower()
+    return ord(lower if len(lower) == 1 else single), flagged
+
+
+RANGE_ENDS = (0x1100, 0x1200, 0x3130, 0x3190, 0x3400, 0x4DC0, 0x4E00, 0xA000, 0xF900, 0xFB00, 0x20000, 0x2FA20,
+              0x30000, 0x3134B, TABLE_END)
+
+
+def test_fold_table_follows_its_definition_at_every_range_end():
+    fold, needs_whole_text = minhash.fold_tables()
+    assert len(fold) == len(needs_whole_text) == TABLE_END
+    samples = [ord(c) for c in "aAＡ１，。 \n\u3000ﬁ㍿\u0301é國国們们瞭ㄱ가\u1161豈" + "\U00020000"]
+    points = sorted({cp for end in RANGE_ENDS for cp in range(end - 2, end + 2) if cp < TABLE_END} | set(samples))
+    wrong = [(hex(cp), (int(fold[cp]), bool(needs_whole_text[cp])), table_oracle(cp)) for cp in points
+             if (int(fold[cp]), bool(needs_whole_text[cp])) != table_oracle(cp)]
+    assert not wrong
+    # the boundary code points themselves, spelled out: jamo flagged, their neighbours not
+    assert needs_whole_text[[0x1100, 0x11FF, 0x3131, 0x318E]].all()
+    assert not needs_whole_text[[0x10FF, 0x1200, 0x312F, 0x3190, ord("a"), ord("国")]].any()
+    assert minhash.fold_tables() is minhash.fold_tables()  # built once per process
+
+
+def test_code_points_beyond_the_table_map_to_themselves():
+    import unicodedata
+
+    beyond = "\U00032000\U0003FFFD\U000E0100\U0010FFFD"  # plane 3 past the table, a variation selector, private use
+    assert minhash.normalize_for_hash("甲" + beyond + "乙") == "甲" + beyond + "乙"
+    last = "\U00031FFF"  # the last code point inside the table follows the category rule
+    assert minhash.normalize_for_hash("甲" + last) == "甲" + ("" if unicodedata.category(last)[0] in "PSZC" else last)
+    sig = minhash.signatures(["甲乙" + beyond, "甲乙"], 16, 2)
+    assert not np.array_equal(sig[0], sig[1])
+
+
+def test_traditional_text_is_converted_as_a_whole():
+    """A text holding a traditional character goes through OpenCC t2s as a whole (phrase-aware:
+    瞭解 -> 了解 although 瞭 alone stays 瞭); a single traditional character is converted too."""
+    import opencc
+
+    t2s = opencc.OpenCC("t2s")
+    for text in ("我們瞭解", "國", "發", "乾燥的頭髮"):
+        assert minhash.normalize_for_hash(text) == t2s.convert(text), text
+    assert minhash.normalize_for_hash("我們瞭解") == "我们了解"
+
+
+def test_lsh_bands_accept_a_recall_exactly_at_the_target():
+    """At 0.5 with 2 permutations, 1 band of 2 rows gives exactly 1 - (1 - 0.5^2)^1 = 0.25 (a
+    float without rounding): a target of 0.25 is met, so the most rows per band win."""
+    assert lsh_recall(0.5, 1, 2) == 0.25
+    assert minhash.lsh_bands(0.5, 2, min_recall=0.25) == (1, 2)
+    assert minhash.lsh_bands(0.5, 2, min_recall=0.2500001) == (2, 1)
+
+
+def test_a_text_with_no_shingles_has_the_all_ones_signature():
+    for text in ("", "，。 \n"):  # an empty hashing form has no shingles
+        assert minhash.shingle_hashes(text, 5).size == minhash.shingle_set(text, 5).size == 0
+    assert minhash.signature("", 8).tolist() == [2**32 - 1] * 8 == minhash.signature("，。 \n", 8).tolist()
+    signatures, digests = minhash.sign_batch([], 8)
+    assert signatures.shape == (0, 8) and digests == []
+
+
+def test_signature_of_a_long_text_is_the_minimum_over_its_pieces():
+    """A text of more shingles than one hashing matrix holds (8,192) has the signature of the
+    element-wise minimum over pieces that share n - 1 characters (together: the same shingles)."""
+    rng = random.Random(9)
+    text = random_text(rng, 20000)
+
+    def over_pieces(text: str) -> np.ndarray:
+        pieces = [text[start : start + 1000 + 4] for start in range(0, len(text) - 4, 1000)]
+        return np.minimum.reduce([minhash.signature(piece, 32) for piece in pieces])
+
+    expected = over_pieces(text)
+    np.testing.assert_array_equal(minhash.signature(text, 32), expected)
+    batch = minhash.signatures(["甲乙", text, "丙", text[:9001]], 32)
+    np.testing.assert_array_equal(batch[1], expected)
+    np.testing.assert_array_equal(batch[3], over_pieces(text[:9001]))
+    assert not np.array_equal(batch[3], expected)
