@@ -88,7 +88,8 @@ MODULES: dict[str, Module] = {
                         "tests/test_tensor_parallel.py"], 420),
     "train-resume": Module(
         "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
-        functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
+        functions=("resume_training", "restore_loader", "trainer_state", "get_rng_states", "set_rng_states",
+                   "truncate_metrics"),
     ),
     "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
     # the pure functions of dedup.py against the tests that need no Beam pipeline (seconds, not minutes)

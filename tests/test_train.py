@@ -61,6 +61,15 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
+    """Bit for bit: the losses of every step, and the final weights."""
+    expected = [r["loss"] for r in read_metrics(straight)]
+    assert len(expected) == steps and [r["loss"] for r in read_metrics(resumed)] == expected
+    a, _ = unsharded_state_dict(straight)
+    b, _ = unsharded_state_dict(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_cli_trains_logs_and_checkpoints(packed, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--size", "tiny", "--input", str(packed), "--output", str(run), *MODEL_FLAGS,
@@ -110,12 +119,7 @@ def test_resume_is_bit_exact(packed, tmp_path):
         handle.write('{"step": 6, "loss": 1.0}\n{"step": 7, "loss": 1.0}\n{"step": 8, "lo')
     train(_config(packed, interrupted, resume=True))  # rewrites the metrics after step 5
 
-    expected = [r["loss"] for r in read_metrics(straight)]
-    got = [r["loss"] for r in read_metrics(interrupted)]
-    assert len(expected) == 8 and got == expected  # bit for bit
-    a, _ = unsharded_state_dict(straight)
-    b, _ = unsharded_state_dict(interrupted)
-    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert_same_run(straight, interrupted, steps=8)
 
 
 def _free_port() -> int:
@@ -146,12 +150,7 @@ def test_resume_is_bit_exact_at_tp2_with_dropout(packed, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     config = json.loads((interrupted / "config.json").read_text())
     assert config["model"]["dropout"] == 0.1 and config["tp"] == 2
-    expected = [r["loss"] for r in read_metrics(straight)]
-    got = [r["loss"] for r in read_metrics(interrupted)]
-    assert len(expected) == 6 and got == expected  # bit for bit
-    a, _ = unsharded_state_dict(straight)
-    b, _ = unsharded_state_dict(interrupted)
-    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert_same_run(straight, interrupted, steps=6)
 
 
 def test_resume_of_a_finished_run_says_so(packed, tmp_path, caplog):
@@ -310,3 +309,28 @@ def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):
     assert [r["loss"] for r in read_metrics(tmp_path / "interrupted")] == [r["loss"] for r in read_metrics(tmp_path / "straight")]
     summary = train(_config(packed, tmp_path / "interrupted", resume=True, **(options | dict(precision="fp32", max_steps=5))))
     assert summary["steps"] == 5
+
+
+def test_resume_at_another_data_parallel_size_continues_the_sample_stream(packed, caplog):
+    """A checkpoint without a data position for this topology (saved at dp=1, resumed at dp=2):
+    the two ranks together read the samples that the dp=1 run reads next."""
+    from cpm.trainer.data import SequenceLoader
+    from cpm.trainer.train import restore_loader
+
+    straight = iter(SequenceLoader(packed, micro_batch=4, seed=7))  # global batch 8 = 2 micro-batches at dp=1
+    for _ in range(3 * 2):  # steps 1-3
+        next(straight)
+    expected = torch.cat([next(straight), next(straight)])  # step 4
+    ranks = [SequenceLoader(packed, micro_batch=4, seed=7, dp_rank=rank, dp_world=2) for rank in range(2)]
+    caplog.set_level("WARNING", logger="cpm")
+    for loader in ranks:
+        restore_loader(loader, None, 3, global_batch=8)
+    assert "data stream continues at global sample 24" in caplog.text
+    assert [loader.state_dict()["index"] for loader in ranks] == [24, 24]
+    got = [next(iter(loader)) for loader in ranks]
+    assert torch.equal(got[0], expected[0::2]) and torch.equal(got[1], expected[1::2])  # rank r: rows r::2
+
+    restore_loader(ranks[0], None, 1, global_batch=12)  # not a whole number of dp=2 global batches (8): round down
+    assert ranks[0].state_dict()["index"] == 8
+    restore_loader(ranks[0], {"index": 40, "seed": 7, "num_samples": 128}, 3, global_batch=8)  # the saved position wins
+    assert ranks[0].state_dict()["index"] == 40
