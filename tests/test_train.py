@@ -70,6 +70,52 @@ def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
+# the fast tests of the resume path first: the mutation run (mutation/run.py) stops at the first failure
+def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
+    from cpm.trainer.train import truncate_metrics
+
+    caplog.set_level("INFO", logger="cpm")
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
+    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == lines
+    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
+    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
+    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
+    truncate_metrics(path, 1)
+    assert path.read_text().splitlines() == [lines[0], lines[2]]
+    assert "dropped 2 records after step 1" in caplog.text
+    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_resume_at_another_data_parallel_size_continues_the_sample_stream(packed, caplog):
+    """A checkpoint without a data position for this topology (saved at dp=1, resumed at dp=2):
+    the two ranks together read the samples that the dp=1 run reads next."""
+    from cpm.trainer.data import SequenceLoader
+    from cpm.trainer.train import restore_loader
+
+    straight = iter(SequenceLoader(packed, micro_batch=4, seed=7))  # global batch 8 = 2 micro-batches at dp=1
+    for _ in range(3 * 2):  # steps 1-3
+        next(straight)
+    expected = torch.cat([next(straight), next(straight)])  # step 4
+    ranks = [SequenceLoader(packed, micro_batch=4, seed=7, dp_rank=rank, dp_world=2) for rank in range(2)]
+    caplog.set_level("WARNING", logger="cpm")
+    for loader in ranks:
+        restore_loader(loader, None, 3, global_batch=8)
+    assert "data stream continues at global sample 24" in caplog.text
+    assert [loader.state_dict()["index"] for loader in ranks] == [24, 24]
+    got = [next(iter(loader)) for loader in ranks]
+    assert torch.equal(got[0], expected[0::2]) and torch.equal(got[1], expected[1::2])  # rank r: rows r::2
+
+    restore_loader(ranks[0], None, 1, global_batch=12)  # not a whole number of dp=2 global batches (8): round down
+    assert ranks[0].state_dict()["index"] == 8
+    restore_loader(ranks[0], {"index": 40, "seed": 7, "num_samples": 128}, 3, global_batch=8)  # the saved position wins
+    assert ranks[0].state_dict()["index"] == 40
+
+
 def test_cli_trains_logs_and_checkpoints(packed, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--size", "tiny", "--input", str(packed), "--output", str(run), *MODEL_FLAGS,
@@ -275,26 +321,6 @@ def test_torchrun_tp2_on_cpu(packed, tmp_path):
     assert config["tp"] == 2 and config["world"] == 2 and config["dp"] == 1
 
 
-def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
-    from cpm.trainer.train import truncate_metrics
-
-    caplog.set_level("INFO", logger="cpm")
-
-    path = tmp_path / "metrics.jsonl"
-    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
-    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
-    truncate_metrics(path, 2)
-    assert path.read_text().splitlines() == lines
-    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
-    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
-    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
-    truncate_metrics(path, 1)
-    assert path.read_text().splitlines() == [lines[0], lines[2]]
-    assert "dropped 2 records after step 1" in caplog.text
-    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
-    assert not (tmp_path / "missing.jsonl").exists()
-
-
 def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):
     """fp16 (CPU autocast): the loss scaler's state resumes too; a later fp32 resume of that run works."""
     options = dict(precision="fp16", max_steps=4, save_every=2)
@@ -309,28 +335,3 @@ def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):
     assert [r["loss"] for r in read_metrics(tmp_path / "interrupted")] == [r["loss"] for r in read_metrics(tmp_path / "straight")]
     summary = train(_config(packed, tmp_path / "interrupted", resume=True, **(options | dict(precision="fp32", max_steps=5))))
     assert summary["steps"] == 5
-
-
-def test_resume_at_another_data_parallel_size_continues_the_sample_stream(packed, caplog):
-    """A checkpoint without a data position for this topology (saved at dp=1, resumed at dp=2):
-    the two ranks together read the samples that the dp=1 run reads next."""
-    from cpm.trainer.data import SequenceLoader
-    from cpm.trainer.train import restore_loader
-
-    straight = iter(SequenceLoader(packed, micro_batch=4, seed=7))  # global batch 8 = 2 micro-batches at dp=1
-    for _ in range(3 * 2):  # steps 1-3
-        next(straight)
-    expected = torch.cat([next(straight), next(straight)])  # step 4
-    ranks = [SequenceLoader(packed, micro_batch=4, seed=7, dp_rank=rank, dp_world=2) for rank in range(2)]
-    caplog.set_level("WARNING", logger="cpm")
-    for loader in ranks:
-        restore_loader(loader, None, 3, global_batch=8)
-    assert "data stream continues at global sample 24" in caplog.text
-    assert [loader.state_dict()["index"] for loader in ranks] == [24, 24]
-    got = [next(iter(loader)) for loader in ranks]
-    assert torch.equal(got[0], expected[0::2]) and torch.equal(got[1], expected[1::2])  # rank r: rows r::2
-
-    restore_loader(ranks[0], None, 1, global_batch=12)  # not a whole number of dp=2 global batches (8): round down
-    assert ranks[0].state_dict()["index"] == 8
-    restore_loader(ranks[0], {"index": 40, "seed": 7, "num_samples": 128}, 3, global_batch=8)  # the saved position wins
-    assert ranks[0].state_dict()["index"] == 40
