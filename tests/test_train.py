@@ -81,6 +81,7 @@ def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
     path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
     truncate_metrics(path, 2)
     assert path.read_text().splitlines() == lines
+    assert "dropped 1 records after step 2" in caplog.text
     path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
     truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
     assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
@@ -114,6 +115,13 @@ def test_resume_at_another_data_parallel_size_continues_the_sample_stream(packed
     assert ranks[0].state_dict()["index"] == 8
     restore_loader(ranks[0], {"index": 40, "seed": 7, "num_samples": 128}, 3, global_batch=8)  # the saved position wins
     assert ranks[0].state_dict()["index"] == 40
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(packed, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="cpm")
+    summary = train(_config(packed, tmp_path / "run", max_steps=2, save_every=0, resume=True))
+    assert "--resume: no checkpoint in" in caplog.text and summary["steps"] == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
 
 
 def test_cli_trains_logs_and_checkpoints(packed, tmp_path, capsys):
