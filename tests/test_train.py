@@ -88,6 +88,9 @@ def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
     truncate_metrics(path, 1)
     assert path.read_text().splitlines() == [lines[0], lines[2]]
     assert "dropped 2 records after step 1" in caplog.text
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 2, "loss": 1.5}\n')  # a torn line inside: only it goes
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == ['{"step": 1, "loss": 2.0}', '{"step": 2, "loss": 1.5}']
     truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
     assert not (tmp_path / "missing.jsonl").exists()
 
