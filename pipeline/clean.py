@@ -453,16 +453,16 @@ def duplicate_lines(record: RawRecord, config: CleanConfig) -> Result:
     return record
 
 
-def _ngram_hashes(codes, n: int):
-    """Polynomial hashes (uint64, wrapping) of every character n-gram of ``codes``."""
+_REPETITION_BASE = 1_000_003  # the rolling hash's base for the repetition filters (equality only: no mixer)
+
+
+def _repetition_hashes(codes, n: int):
+    """Rolling hashes (uint64, wrapping) of every character n-gram of uint64 ``codes``, for equality."""
     import numpy as np
 
-    base = np.uint64(1_000_003)
-    h = codes[: len(codes) - n + 1].copy()
-    for k in range(1, n):
-        h *= base
-        h += codes[k : len(codes) - n + 1 + k]
-    return h
+    from cpm.pipeline.rolling_hash import rolling_hashes
+
+    return rolling_hashes(codes, n, np.uint64(_REPETITION_BASE))
 
 
 def top_ngram_fraction(codes, n: int, limit: float | None = None) -> float:
@@ -475,7 +475,7 @@ def top_ngram_fraction(codes, n: int, limit: float | None = None) -> float:
 
     if len(codes) < n:
         return 0.0
-    hashes = _ngram_hashes(codes, n)
+    hashes = _repetition_hashes(codes, n)
     if limit is not None:
         bound = int(np.bincount((hashes & np.uint64(4095)).astype(np.intp), minlength=1).max())
         if (bound * n / len(codes) if bound > 1 else 0.0) <= limit:
@@ -491,7 +491,7 @@ def duplicate_ngram_fraction(codes, n: int) -> float:
 
     if len(codes) < n:
         return 0.0
-    hashes = _ngram_hashes(codes, n)
+    hashes = _repetition_hashes(codes, n)
     ranked = np.sort(hashes)
     if not (ranked[1:] == ranked[:-1]).any():  # most texts: no n-gram repeats (a plain sort is cheaper)
         return 0.0
@@ -507,7 +507,7 @@ def duplicate_ngram_fraction(codes, n: int) -> float:
 
 
 _WORD_TABLE: list = []  # [bool array by code point: a letter, digit or CJK ideograph]
-_WORD_CACHE: list = [None, None]
+_WORD_CACHE: list = [(None, None)]  # [(text, its word codes)]: one atomic slot, as _CODES_CACHE
 
 
 def word_codes(text: str):
@@ -516,7 +516,8 @@ def word_codes(text: str):
     Punctuation, symbols and spaces are left out: the closest to FineWeb-2's words before
     segmentation (a run of 「。。。。」 or 「！！！」 is no repetition of words).
     """
-    if _WORD_CACHE[0] is not text:
+    cached_text, words = _WORD_CACHE[0]
+    if cached_text is not text:
         import numpy as np
 
         if not _WORD_TABLE:
@@ -529,9 +530,9 @@ def word_codes(text: str):
             _WORD_TABLE.append(table)
         table = _WORD_TABLE[0]
         codes = code_points(text)
-        _WORD_CACHE[1] = codes[table[np.minimum(codes, table.size - 1)]].astype(np.uint64)
-        _WORD_CACHE[0] = text
-    return _WORD_CACHE[1]
+        words = codes[table[np.minimum(codes, table.size - 1)]].astype(np.uint64)
+        _WORD_CACHE[0] = (text, words)
+    return words
 
 
 # numbered articles and chapters (第十二条, 第三章, 第1款, also where cited), clauses opening a line or
@@ -541,19 +542,21 @@ _FORMAL_RE = re.compile(
     r"|(?:^|[\n。；;])\s*(?:[（(][一二三四五六七八九十]+[）)]|[一二三四五六七八九十]+、)"
     r"|(?:^|\n)\s*[0-9]{1,3}[.．、](?![0-9])"
 )
-_FORMAL_CACHE: list = [None, False]
+_FORMAL_CACHE: list = [(None, False)]  # [(text, is it formal)]: one atomic slot
 
 
 def is_formal(text: str) -> bool:
     """Numbered articles or clauses (laws, regulations, official notices): 2 or more, at least
     one per 400 characters. Such text repeats formal phrases by nature and gets the
     ``formal_*`` repetition limits."""
-    if _FORMAL_CACHE[0] is not text:
+    cached_text, formal = _FORMAL_CACHE[0]
+    if cached_text is not text:
         found = 0
         for found, _ in enumerate(_FORMAL_RE.finditer(text), 1):
             pass
-        _FORMAL_CACHE[0], _FORMAL_CACHE[1] = text, found >= max(2, len(text) / 400)
-    return _FORMAL_CACHE[1]
+        formal = found >= max(2, len(text) / 400)
+        _FORMAL_CACHE[0] = (text, formal)
+    return formal
 
 
 def _limits(limits: dict[str, float]) -> list[tuple[int, float]]:

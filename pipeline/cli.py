@@ -7,7 +7,7 @@ import io
 import logging
 import re
 import time
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import typer
 
@@ -131,6 +131,7 @@ def beam_arguments(runner: str, workers: int, extra: list[str], cpm_options: Seq
     return args + list(extra)
 
 
+# Longer than 60 lines for its 19 declared options only: the steps are dedup_config, prepare_job, run_build.
 @corpus_app.command(
     "build",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -190,33 +191,8 @@ def build(
     from cpm.pipeline.clean import load_configs
 
     configs = load_configs(sources, config)
-    dedup = None
-    if not no_dedup:
-        from cpm.pipeline.dedup import DedupConfig
-
-        fields = {"threshold": dedup_threshold, "num_perm": num_perm, "ngram": ngram, "against": tuple(against or ()) or None,
-                  "exact_jaccard": exact_jaccard or None}
-        dedup = DedupConfig(enabled=True, **{k: v for k, v in fields.items() if v is not None})
-        dedup.validate()
-    elif against:
-        raise CpmError("--against needs dedup; drop --no-dedup")
-
-    if inputs:
-        specs = input_specs(source, list(inputs))
-    else:
-        from cpm.pipeline.readers import sample_inputs
-
-        specs = [(path, s) for s in sources for path in sample_inputs(s)]
-        if not specs:
-            raise CpmError(f"no bundled sample for --source {source}")
-
-    from cpm.pipeline.graph import BuildJob
-    from cpm.pipeline.launcher import build_fingerprint, prepare_output, resolve_inputs, run_build
-
-    resolved, sizes = resolve_inputs(specs)
-    from cpm.pipeline.graph import balanced_partition_bytes
-
-    partition_bytes = balanced_partition_bytes(partition_bytes, sum(sizes.values()))
+    dedup = dedup_config(no_dedup, dedup_threshold, num_perm, ngram, against, exact_jaccard)
+    specs = input_specs(source, list(inputs)) if inputs else _sample_specs(source, sources)
     command_config = {
         "sources": sources,
         "inputs": [f"{s}={p}" for p, s in specs],
@@ -227,15 +203,57 @@ def build(
         "workers": workers,
         "beam_options": beam_args,
     }
+    from cpm.pipeline.launcher import run_build
+
+    job = prepare_job(specs, output, command_config, configs, dedup, partition_bytes, overwrite=overwrite, resume=resume)
+    started = time.monotonic()
+    input_bytes = sum(job.input_sizes.values())
+    log.info("corpus build: %d input file(s), %.1f MB, %s with %d worker(s)", len(job.inputs), input_bytes / 1e6, runner, workers)
+    manifest = run_build(job, beam_args, workers, progress=progress)
+    print_summary(manifest, time.monotonic() - started, input_bytes)
+    typer.echo(f"wrote {output}")
+
+
+def dedup_config(no_dedup: bool, threshold: float, num_perm: int, ngram: int, against: Optional[List[str]],
+                 exact_jaccard: bool) -> Any:
+    """The :class:`~cpm.pipeline.dedup.DedupConfig` of ``cpm corpus build``'s options (None: ``--no-dedup``)."""
+    if no_dedup:
+        if against:
+            raise CpmError("--against needs dedup; drop --no-dedup")
+        return None
+    from cpm.pipeline.dedup import DedupConfig
+
+    fields = {"threshold": threshold, "num_perm": num_perm, "ngram": ngram, "against": tuple(against or ()) or None,
+              "exact_jaccard": exact_jaccard or None}
+    dedup = DedupConfig(enabled=True, **{k: v for k, v in fields.items() if v is not None})
+    dedup.validate()
+    return dedup
+
+
+def _sample_specs(source: str, sources: list[str]) -> list[tuple[str, str]]:
+    """(path, source) of the bundled samples of ``sources`` (no --input given)."""
+    from cpm.pipeline.readers import sample_inputs
+
+    specs = [(path, s) for s in sources for path in sample_inputs(s)]
+    if not specs:
+        raise CpmError(f"no bundled sample for --source {source}")
+    return specs
+
+
+def prepare_job(specs: list[tuple[str, str]], output: str, command_config: dict[str, Any], configs: dict[str, Any],
+                dedup: Any, partition_bytes: int, *, overwrite: bool, resume: bool) -> Any:
+    """The :class:`~cpm.pipeline.graph.BuildJob` of resolved inputs, with its output and work
+    directory ready (the fingerprint of inputs and config guards ``--resume``)."""
+    from cpm.pipeline.graph import BuildJob, balanced_partition_bytes
+    from cpm.pipeline.launcher import build_fingerprint, prepare_output, resolve_inputs
+
+    resolved, sizes = resolve_inputs(specs)
+    partition_bytes = balanced_partition_bytes(partition_bytes, sum(sizes.values()))
     fingerprint_config = {k: v for k, v in command_config.items() if k not in ("runner", "workers", "beam_options")}
     fingerprint = build_fingerprint(resolved, sizes, {**fingerprint_config, "partition_bytes": partition_bytes})
     work_dir = prepare_output(output, overwrite, fingerprint, resume)
-    job = BuildJob(sources, resolved, output, work_dir, configs, dedup, shard_bytes, sizes, command_config, partition_bytes)
-    started = time.monotonic()
-    log.info("corpus build: %d input file(s), %.1f MB, %s with %d worker(s)", len(resolved), sum(sizes.values()) / 1e6, runner, workers)
-    manifest = run_build(job, beam_args, workers, progress=progress)
-    print_summary(manifest, time.monotonic() - started, sum(sizes.values()))
-    typer.echo(f"wrote {output}")
+    return BuildJob(command_config["sources"], resolved, output, work_dir, configs, dedup, command_config["shard_bytes"],
+                    sizes, command_config, partition_bytes)
 
 
 def _dedup_dict(dedup) -> dict:

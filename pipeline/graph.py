@@ -361,17 +361,7 @@ def apply_task(job: BuildJob, task: int, params: dict) -> dict:
         counts[key] = counts.get(key, 0) + amount
 
     def segment(batch: list[dict[str, Any]]) -> None:
-        from cpm.pipeline.rows import pack_words
-
-        words = cut_batch([doc["text"] for doc in batch])
-        for doc, doc_words in zip(batch, words):
-            doc["words"] = pack_words(doc_words)
-            doc["num_words"] = len(doc_words)
-            source = doc["source"]
-            add(("kept", source), 1)
-            add(("chars_kept", source), doc["num_chars"])
-            add(("bytes_kept", source), len(doc["text"].encode("utf-8")))
-            add(("words_kept", source), len(doc_words))
+        add_words(batch, cut_batch([doc["text"] for doc in batch]), add)
         kept.extend(batch)
         progress.add(len(batch), sum(len(doc["text"]) for doc in batch) * 3)
 
@@ -432,6 +422,21 @@ def _by_shard(rows, n_shards: int, shard_of: Callable, sort_key: Callable) -> di
 # --------------------------------------------------------------------------- shards
 
 SORT_KEYS = {"documents": "document", "rejected": "rejected", "signatures": "index"}
+
+
+def add_words(batch: list[dict[str, Any]], words: list[list[str]], add: Callable[[tuple, int], None]) -> None:
+    """Store each kept document's words (packed) and count its documents, characters, bytes and
+    words by source with ``add``."""
+    from cpm.pipeline.rows import pack_words
+
+    for doc, doc_words in zip(batch, words):
+        doc["words"] = pack_words(doc_words)
+        doc["num_words"] = len(doc_words)
+        source = doc["source"]
+        add(("kept", source), 1)
+        add(("chars_kept", source), doc["num_chars"])
+        add(("bytes_kept", source), len(doc["text"].encode("utf-8")))
+        add(("words_kept", source), len(doc_words))
 
 
 def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:

@@ -34,6 +34,8 @@ from typing import Sequence
 
 import numpy as np
 
+from cpm.pipeline.rolling_hash import rolling_hashes
+
 HASH_SCHEME = "cpm-minhash-v1"  # bump when any step below changes the signature values
 DEFAULT_SEED = 1
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # every min-hash of a text with no shingles
@@ -144,15 +146,9 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 
 def _ngram_hashes(codes: np.ndarray, ngram: int) -> np.ndarray:
-    """Hash of every window of ``ngram`` consecutive code points (len(codes) - ngram + 1 of them)."""
-    count = len(codes) - ngram + 1
-    wide = codes.astype(np.uint64)
-    hashes = wide[:count].copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, ngram):
-            hashes *= _POLY
-            hashes += wide[k : k + count]
-    return _mix64(hashes)
+    """Mixed hash of every window of ``ngram`` consecutive code points (len(codes) - ngram + 1 of them):
+    the rolling hash of :mod:`cpm.pipeline.rolling_hash`, spread over all 64 bits for the permutations."""
+    return _mix64(rolling_hashes(codes, ngram, _POLY))
 
 
 def shingle_hashes(text: str, ngram: int) -> np.ndarray:

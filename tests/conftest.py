@@ -69,6 +69,19 @@ def read_zst_lines(path: Path, limit: int | None = None) -> list[str]:
     return lines if limit is None else lines[:limit]
 
 
+def shared_lines(name: str) -> list[str]:
+    """The non-blank lines, stripped, of the zstd-compressed UTF-8 file ``../shared/data/zh/NAME``."""
+    import io
+
+    import zstandard
+
+    path = SHARED / "data" / "zh" / name
+    if not path.is_file():
+        missing_shared_data(f"../shared/data/zh/{name}")
+    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
+        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
+
+
 @pytest.fixture(scope="session")
 def news_corpus(tmp_path_factory) -> Path:
     """``cpm corpus build --source news`` on the bundled news samples (documents, rejected, dedup index)."""

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-import zstandard
+
+from conftest import shared_lines
 
 from cpm.pipeline.pii import id_check_digit, luhn_ok, mask_pii, pii_spans, width_normalised
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "zh"
 LABELLED = ROOT / "tests" / "data" / "pii_contact_lines.jsonl"
-
-
-def shared_lines(name: str) -> list[str]:
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
 
 
 @pytest.mark.parametrize(

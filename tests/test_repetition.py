@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from conftest import shared_lines
+
 from cpm.pipeline.clean import (
     RawRecord,
     Rejection,
@@ -24,7 +26,6 @@ from cpm.pipeline.clean import (
 from cpm.schemas import SOURCES
 
 DATA = Path(__file__).resolve().parent / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "zh"
 FILTERS = (duplicate_lines, top_ngrams, duplicate_ngrams)
 
 
@@ -37,14 +38,6 @@ def rejected_by(text: str, source: str = "news") -> list[str]:
     return [f.__name__ for f in FILTERS if isinstance(f(record(text, source), config), Rejection)]
 
 
-def shared_lines(name: str) -> list[str]:
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
-
-
 def law(path: Path) -> str:
     body = path.read_text("utf-8").split("<!-- INFO END -->")[-1]
     return "\n".join(line.lstrip("#").strip() for line in body.splitlines() if line.strip())
@@ -52,6 +45,54 @@ def law(path: Path) -> str:
 
 def test_word_codes_drop_punctuation_and_keep_letters_digits_ideographs():
     assert "".join(map(chr, word_codes("Ａｂ１２，中文。abc 12！ＺＺ…"))) == "Ａｂ１２中文abc12ＺＺ"
+
+
+@pytest.mark.parametrize("cached", [word_codes, is_formal])
+def test_identity_caches_answer_each_thread_for_its_own_text(cached):
+    """Threaded Beam runners call the filters from several threads: a cache read between another
+    thread's writes must not hand one text the value of another.
+
+    CPython with the GIL switches threads only at a few kinds of bytecode; a line tracer that
+    sleeps at every line of the cached function lets the threads interleave at any line, as a
+    free-threaded interpreter may."""
+    import threading
+    import time
+
+    import numpy as np
+
+    texts = ["第一条 规定。\n第二条 适用。\n第三条 国家。", "一、二年级的学生1.5小时就完成了。" * 3,
+             "ＡＢ１２，中文。abc", "根据合同法第五十二条的规定，该合同无效。" * 3]
+    expected = [cached(text) for text in texts]  # one thread: the cache cannot mix texts up
+    assert len({repr(value) for value in expected}) > 1
+
+    def trace(frame, event, arg):
+        if frame.f_code is not cached.__code__:
+            return None
+
+        def each_line(frame, event, arg):
+            if event == "line":
+                time.sleep(1e-5)  # let another thread run here
+            return each_line
+
+        return each_line
+
+    wrong = []
+
+    def worker(i: int) -> None:
+        for _ in range(200):
+            if not np.array_equal(cached(texts[i]), expected[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(texts))]
+    threading.settrace(trace)
+    try:
+        for thread in threads:
+            thread.start()
+    finally:
+        threading.settrace(None)
+    for thread in threads:
+        thread.join()
+    assert not wrong, f"{len(wrong)} of {200 * len(texts)} calls got another text's value"
 
 
 def test_formal_text_is_recognised():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import pytest
-import zstandard
+from conftest import shared_lines
 
 from cpm.pipeline import clean
 from cpm.pipeline.clean import CleanConfig, clean_record, default_config
@@ -15,20 +13,11 @@ from cpm.pipeline.records import RawRecord
 from cpm.pipeline.script import derive_sets, is_traditional, script_counts, simplify_document, to_simplified
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "zh"
 T2S = CleanConfig(t2s=True, min_chars=1, min_cjk_ratio=0)
 
 
 def record(text: str, title: str | None = None) -> RawRecord:
     return RawRecord(source="story", origin="in.txt:1", text=text, title=title, id="d1")
-
-
-def shared_lines(name: str) -> list[str]:
-    path = SHARED / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not available")
-    with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-        return [line.strip() for line in io.TextIOWrapper(stream, encoding="utf-8") if line.strip()]
 
 
 def test_character_sets_come_from_opencc():

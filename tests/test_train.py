@@ -61,6 +61,72 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_run(straight: Path, resumed: Path, steps: int) -> None:
+    """Bit for bit: the losses of every step, and the final weights."""
+    expected = [r["loss"] for r in read_metrics(straight)]
+    assert len(expected) == steps and [r["loss"] for r in read_metrics(resumed)] == expected
+    a, _ = unsharded_state_dict(straight)
+    b, _ = unsharded_state_dict(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+# the fast tests of the resume path first: the mutation run (mutation/run.py) stops at the first failure
+def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
+    from cpm.trainer.train import truncate_metrics
+
+    caplog.set_level("INFO", logger="cpm")
+
+    path = tmp_path / "metrics.jsonl"
+    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
+    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == lines
+    assert "dropped 1 records after step 2" in caplog.text
+    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
+    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
+    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
+    truncate_metrics(path, 1)
+    assert path.read_text().splitlines() == [lines[0], lines[2]]
+    assert "dropped 2 records after step 1" in caplog.text
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 2, "loss": 1.5}\n')  # a torn line inside: only it goes
+    truncate_metrics(path, 2)
+    assert path.read_text().splitlines() == ['{"step": 1, "loss": 2.0}', '{"step": 2, "loss": 1.5}']
+    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
+    assert not (tmp_path / "missing.jsonl").exists()
+
+
+def test_resume_at_another_data_parallel_size_continues_the_sample_stream(packed, caplog):
+    """A checkpoint without a data position for this topology (saved at dp=1, resumed at dp=2):
+    the two ranks together read the samples that the dp=1 run reads next."""
+    from cpm.trainer.data import SequenceLoader
+    from cpm.trainer.train import restore_loader
+
+    straight = iter(SequenceLoader(packed, micro_batch=4, seed=7))  # global batch 8 = 2 micro-batches at dp=1
+    for _ in range(3 * 2):  # steps 1-3
+        next(straight)
+    expected = torch.cat([next(straight), next(straight)])  # step 4
+    ranks = [SequenceLoader(packed, micro_batch=4, seed=7, dp_rank=rank, dp_world=2) for rank in range(2)]
+    caplog.set_level("WARNING", logger="cpm")
+    for loader in ranks:
+        restore_loader(loader, None, 3, global_batch=8)
+    assert "data stream continues at global sample 24" in caplog.text
+    assert [loader.state_dict()["index"] for loader in ranks] == [24, 24]
+    got = [next(iter(loader)) for loader in ranks]
+    assert torch.equal(got[0], expected[0::2]) and torch.equal(got[1], expected[1::2])  # rank r: rows r::2
+
+    restore_loader(ranks[0], None, 1, global_batch=12)  # not a whole number of dp=2 global batches (8): round down
+    assert ranks[0].state_dict()["index"] == 8
+    restore_loader(ranks[0], {"index": 40, "seed": 7, "num_samples": 128}, 3, global_batch=8)  # the saved position wins
+    assert ranks[0].state_dict()["index"] == 40
+
+
+def test_resume_without_a_checkpoint_starts_from_scratch(packed, tmp_path, caplog):
+    caplog.set_level("WARNING", logger="cpm")
+    summary = train(_config(packed, tmp_path / "run", max_steps=2, save_every=0, resume=True))
+    assert "--resume: no checkpoint in" in caplog.text and summary["steps"] == 2
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+
+
 def test_cli_trains_logs_and_checkpoints(packed, tmp_path, capsys):
     run = tmp_path / "run"
     code = main(["train", "--size", "tiny", "--input", str(packed), "--output", str(run), *MODEL_FLAGS,
@@ -110,12 +176,7 @@ def test_resume_is_bit_exact(packed, tmp_path):
         handle.write('{"step": 6, "loss": 1.0}\n{"step": 7, "loss": 1.0}\n{"step": 8, "lo')
     train(_config(packed, interrupted, resume=True))  # rewrites the metrics after step 5
 
-    expected = [r["loss"] for r in read_metrics(straight)]
-    got = [r["loss"] for r in read_metrics(interrupted)]
-    assert len(expected) == 8 and got == expected  # bit for bit
-    a, _ = unsharded_state_dict(straight)
-    b, _ = unsharded_state_dict(interrupted)
-    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert_same_run(straight, interrupted, steps=8)
 
 
 def _free_port() -> int:
@@ -146,12 +207,7 @@ def test_resume_is_bit_exact_at_tp2_with_dropout(packed, tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     config = json.loads((interrupted / "config.json").read_text())
     assert config["model"]["dropout"] == 0.1 and config["tp"] == 2
-    expected = [r["loss"] for r in read_metrics(straight)]
-    got = [r["loss"] for r in read_metrics(interrupted)]
-    assert len(expected) == 6 and got == expected  # bit for bit
-    a, _ = unsharded_state_dict(straight)
-    b, _ = unsharded_state_dict(interrupted)
-    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert_same_run(straight, interrupted, steps=6)
 
 
 def test_resume_of_a_finished_run_says_so(packed, tmp_path, caplog):
@@ -274,26 +330,6 @@ def test_torchrun_tp2_on_cpu(packed, tmp_path):
     assert (step / "model-tp00-of-02.pt").is_file() and (step / "model-tp01-of-02.pt").is_file()
     config = json.loads((run / "config.json").read_text())
     assert config["tp"] == 2 and config["world"] == 2 and config["dp"] == 1
-
-
-def test_truncate_metrics_drops_later_steps_and_a_torn_line(tmp_path, caplog):
-    from cpm.trainer.train import truncate_metrics
-
-    caplog.set_level("INFO", logger="cpm")
-
-    path = tmp_path / "metrics.jsonl"
-    lines = ['{"step": 1, "loss": 2.0}', '{"step": 2, "val_loss": 1.5}', '"not a record"']
-    path.write_text("\n".join(lines) + '\n{"step": 3, "lo')  # only a torn line after step 2
-    truncate_metrics(path, 2)
-    assert path.read_text().splitlines() == lines
-    path.write_text("\n".join(lines) + '\n{"step": 3, "loss": 1.0}\n')
-    truncate_metrics(path, 3)  # nothing to drop: the file is left as it is
-    assert path.read_text().splitlines()[-1] == '{"step": 3, "loss": 1.0}'
-    truncate_metrics(path, 1)
-    assert path.read_text().splitlines() == [lines[0], lines[2]]
-    assert "dropped 2 records after step 1" in caplog.text
-    truncate_metrics(tmp_path / "missing.jsonl", 1)  # no file: nothing to do
-    assert not (tmp_path / "missing.jsonl").exists()
 
 
 def test_fp16_resume_restores_the_loss_scale(packed, tmp_path):

@@ -321,17 +321,9 @@ def train_tokenizer(
     """
     import sentencepiece as spm  # noqa: F401  (fail early when missing)
 
-    from cpm.schemas.manifest import input_entry, new_manifest, write_manifest
-    from cpm.shards.io import atomic_output_dir, check_output_dir, resolve_shard_paths, verify_checksums
+    from cpm.shards.io import check_output_dir, resolve_shard_paths, verify_checksums
 
-    if mode not in MODES:
-        raise CpmError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
-    if vocab_size < 16:
-        raise CpmError(f"--vocab-size {vocab_size}: too small for a tokenizer (at least a few thousand is usual)")
-    if character_coverage is not None and not 0 < character_coverage <= 1:
-        raise CpmError(f"--character-coverage {character_coverage}: must be in (0, 1]")
-    if sample_sentences is not None and sample_sentences <= 0:
-        raise CpmError(f"--sample-sentences {sample_sentences}: must be positive")
+    _check_options(mode, vocab_size, character_coverage, sample_sentences)
     threads = max(1, int(threads))
     inputs = [str(i) for i in inputs]
     if not inputs:
@@ -344,36 +336,70 @@ def train_tokenizer(
     items = training_items(counts, mode)
     if not items:
         raise CpmError(f"{', '.join(inputs)}: the corpus has no words to train on ({stats['documents']} documents)")
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(item.encode("utf-8", "surrogatepass") + b"\n")
-
     model_bytes, options = _train_sentencepiece(items, mode, vocab_size, character_coverage, threads, seed, stats)
 
     output = Path(output)
     manifests = _corpus_manifests(inputs, paths)
     tok = Tokenizer(model_bytes, mode, str(output))
-    config: dict[str, Any] = {
+    corpus = {
+        "manifests": [{"path": m["path"], "sha256": m.get("sha256")} for m in manifests],
+        "shards": len(paths),
+        **stats,
+        "sample_sentences": sample_sentences,
+        "training_words_sha256": _items_sha256(items),
+    }
+    config = _tokenizer_config(tok, options, seed, threads, corpus)
+    _write_tokenizer_dir(output, overwrite, model_bytes, tok, config, command, manifests, paths,
+                         {**stats, "training_items": len(items), "pieces": tok.vocab_size})
+    log.info("wrote %s (%s mode, %d pieces)", output, mode, tok.vocab_size)
+    return output
+
+
+def _items_sha256(items: list[str]) -> str:
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(item.encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def _tokenizer_config(tok: Tokenizer, options: dict[str, Any], seed: int, threads: int, corpus: dict[str, Any]) -> dict[str, Any]:
+    """``cpm_tokenizer.json``: the format, the tools, the mode and special ids, the trainer's options, the corpus."""
+    import sentencepiece as spm
+
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tool": "cpm",
         "tool_version": __version__,
         "sentencepiece_version": spm.__version__,
-        "mode": mode,
+        "mode": tok.mode,
         "vocab_size": tok.vocab_size,
         "model_file": MODEL_NAME,
         "model_sha256": tok.fingerprint,
         "special_ids": tok.special_ids(),
         "segmenter": "jieba 0.42.1 (cut, HMM on)",
         "trainer": {k: v for k, v in options.items() if k != "num_threads"} | {"seed": seed, "threads": threads},
-        "corpus": {
-            "manifests": [{"path": m["path"], "sha256": m.get("sha256")} for m in manifests],
-            "shards": len(paths),
-            **stats,
-            "sample_sentences": sample_sentences,
-            "training_words_sha256": digest.hexdigest(),
-        },
+        "corpus": corpus,
     }
+
+
+def _check_options(mode: str, vocab_size: int, character_coverage: float | None, sample_sentences: int | None) -> None:
+    if mode not in MODES:
+        raise CpmError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    if vocab_size < 16:
+        raise CpmError(f"--vocab-size {vocab_size}: too small for a tokenizer (at least a few thousand is usual)")
+    if character_coverage is not None and not 0 < character_coverage <= 1:
+        raise CpmError(f"--character-coverage {character_coverage}: must be in (0, 1]")
+    if sample_sentences is not None and sample_sentences <= 0:
+        raise CpmError(f"--sample-sentences {sample_sentences}: must be positive")
+
+
+def _write_tokenizer_dir(output: Path, overwrite: bool, model_bytes: bytes, tok: Tokenizer, config: dict[str, Any],
+                         command: str, manifests: list[dict[str, Any]], paths: list[str], counters: dict[str, Any]) -> None:
+    """The TOKDIR, atomically: the model, ``vocab.tsv``, ``cpm_tokenizer.json`` and ``manifest.json``."""
+    from cpm.schemas.manifest import input_entry, new_manifest, write_manifest
+    from cpm.shards.io import atomic_output_dir
+
     with atomic_output_dir(output, overwrite, paths) as work:
         _write_atomic(work / MODEL_NAME, model_bytes)
         _write_atomic(work / VOCAB_NAME, vocab_listing(tok).encode("utf-8"))
@@ -381,14 +407,12 @@ def train_tokenizer(
 
         manifest = new_manifest("tokenizer", command, {k: config[k] for k in ("mode", "vocab_size", "special_ids", "trainer")})
         manifest["inputs"] = manifests + [{**input_entry(p, checksum=not manifests), "kind": "documents"} for p in paths]
-        manifest["counters"] = {**stats, "training_items": len(items), "pieces": tok.vocab_size}
+        manifest["counters"] = counters
         manifest["shards"] = [
             {"path": name, "rows": rows, "bytes": (work / name).stat().st_size, "sha256": _sha256_file(work / name), "kind": kind}
             for name, rows, kind in ((MODEL_NAME, tok.vocab_size, "sentencepiece-model"), (VOCAB_NAME, tok.vocab_size, "vocab-listing"))
         ]
         write_manifest(work, manifest)
-    log.info("wrote %s (%s mode, %d pieces)", output, mode, tok.vocab_size)
-    return output
 
 
 def _sha256_file(path: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -78,34 +78,37 @@ def register(app: typer.Typer) -> None:
 
         Plan: cpm train --plan --size large --tp 4 --world-size 8 --zero 1 --micro-batch 2 --activation-checkpointing
         """
-        from cpm.errors import CpmError
-        from cpm.trainer.train import resolve_train_config, train
+        run_train(dict(locals()))  # every option by name (nothing else is defined yet)
 
-        if size not in SIZES:
-            raise CpmError(f"--size must be one of {', '.join(SIZES)}, not {size!r}")
-        model = {k: v for k, v in dict(dropout=dropout, n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=d_ff,
-                                        n_positions=n_positions, vocab_size=vocab_size, init_std=init_std).items()
-                 if v is not None}
-        if plan:
-            typer.echo(plan_text(size, tp, world_size, micro_batch, precision, activation_checkpointing, zero or 0, model))
-            return
-        for flag, value in (("--input", input), ("--output", output)):
-            if not value:
-                raise CpmError(f"{flag} is required (or give --plan)")
-        cfg = resolve_train_config(
-            size, input=input, output=output, tp=tp, max_steps=max_steps, global_batch=global_batch,
-            micro_batch=micro_batch, lr=lr, min_lr=min_lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
-            beta1=beta1, beta2=beta2, adam_eps=adam_eps, clip_grad=clip_grad, precision=precision, device=device,
-            seed=seed, save_every=save_every, keep_checkpoints=keep_checkpoints, eval_every=eval_every,
-            eval_batches=eval_batches, log_every=log_every, activation_checkpointing=activation_checkpointing,
-            zero=zero, bucket_mb=bucket_mb, compile=compile, resume=resume, overwrite=overwrite, stop_at=stop_at, progress=progress, model=model,
-        )
-        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node reads the data; the others wait for it
-            verify_packed(input, ("train", "valid"), skip=skip_verify, progress=progress)
-        summary = train(cfg)
-        if summary.get("loss") is not None and int(os.environ.get("RANK", "0")) == 0:
-            keys = ("steps", "loss", "val_loss", "val_ppl", "tokens_per_s", "run_dir")
-            typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
+
+MODEL_OPTIONS = ("dropout", "n_layer", "d_model", "n_head", "d_ff", "n_positions", "vocab_size", "init_std")
+
+
+def run_train(options: dict[str, Any]) -> None:
+    """``cpm train`` on its parsed options: the ``--plan`` table, or verify the data and train."""
+    from cpm.errors import CpmError
+    from cpm.trainer.train import resolve_train_config, train
+
+    size = options.pop("size")
+    if size not in SIZES:
+        raise CpmError(f"--size must be one of {', '.join(SIZES)}, not {size!r}")
+    model = {name: options.pop(name) for name in MODEL_OPTIONS}
+    model = {name: value for name, value in model.items() if value is not None}
+    plan, world_size, skip_verify = options.pop("plan"), options.pop("world_size"), options.pop("skip_verify")
+    if plan:
+        typer.echo(plan_text(size, options["tp"], world_size, options["micro_batch"], options["precision"],
+                             options["activation_checkpointing"], options["zero"] or 0, model))
+        return
+    for flag, value in (("--input", options["input"]), ("--output", options["output"])):
+        if not value:
+            raise CpmError(f"{flag} is required (or give --plan)")
+    cfg = resolve_train_config(size, **options, model=model)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node reads the data; the others wait for it
+        verify_packed(options["input"], ("train", "valid"), skip=skip_verify, progress=options["progress"])
+    summary = train(cfg)
+    if summary.get("loss") is not None and int(os.environ.get("RANK", "0")) == 0:
+        keys = ("steps", "loss", "val_loss", "val_ppl", "tokens_per_s", "run_dir")
+        typer.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
 
 
 def plan_text(size: str, tp: int, world_size: Optional[int], micro_batch: Optional[int], precision: Optional[str],

@@ -428,36 +428,11 @@ def merge_megatron(shards: list[dict[str, torch.Tensor]], source: str = "checkpo
     return out
 
 
-def import_cpm1(
-    checkpoint: str | os.PathLike[str],
-    output: str | os.PathLike[str],
-    *,
-    tp: int = 1,
-    tokenizer: str | None = None,
-    vocab_size: int | None = None,
-    n_head: int | None = None,
-) -> Path:
-    """Convert a released CPM-1 checkpoint (DeepSpeed layout, any model parallelism) into a cpm checkpoint at ``tp``.
-
-    The vocabulary size comes from ``vocab_size``, else the ``tokenizer`` (recorded in the
-    run config for ``cpm generate``), else CPM-1's 30,000. ``n_head`` defaults to CPM-1's
-    for its three hidden sizes (768: 12, 1024: 16, 2560: 32).
-    """
+def _cpm1_config(state: dict[str, torch.Tensor], checkpoint: str, vocab_size: int, n_head: int | None) -> Any:
+    """The :class:`~cpm.trainer.model.GPTConfig` of merged CPM-1 weights; the embedding's padding rows
+    beyond ``vocab_size`` are dropped from ``state``."""
     from cpm.trainer.model import GPTConfig
 
-    shards, step = read_megatron_checkpoint(checkpoint)
-    state = merge_megatron(shards, str(checkpoint))
-    missing = [n for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias") if n not in state]
-    if missing:
-        raise CpmError(f"{checkpoint}: not a CPM-1 GPT checkpoint (missing {', '.join(missing)})")
-    tok_info: dict[str, Any] | None = None
-    if tokenizer is not None:
-        from cpm.tokenizer import Tokenizer
-
-        tok = Tokenizer.load(tokenizer)
-        tok_info = {"tokenizer": str(Path(tokenizer).resolve()), "tokenizer_fingerprint": tok.fingerprint}
-        vocab_size = vocab_size or tok.vocab_size
-    vocab_size = vocab_size or CPM1_VOCAB
     rows, d_model = state["wte.weight"].shape
     if rows < vocab_size:
         raise CpmError(f"{checkpoint}: word_embeddings has {rows} rows, fewer than the vocabulary of {vocab_size}")
@@ -473,14 +448,38 @@ def import_cpm1(
         n_head = CPM1_HEADS[d_model]
     if d_model % n_head:
         raise CpmError(f"--n-head {n_head} does not divide the hidden size {d_model}")
-    config = GPTConfig(
-        vocab_size=vocab_size,
-        n_positions=state["wpe.weight"].shape[0],
-        n_layer=n_layer,
-        n_head=n_head,
-        d_model=d_model,
-        d_ff=state["h.0.mlp.c_fc.weight"].shape[0],
-    )
+    return GPTConfig(vocab_size=vocab_size, n_positions=state["wpe.weight"].shape[0], n_layer=n_layer, n_head=n_head,
+                     d_model=d_model, d_ff=state["h.0.mlp.c_fc.weight"].shape[0])
+
+
+def import_cpm1(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    tp: int = 1,
+    tokenizer: str | None = None,
+    vocab_size: int | None = None,
+    n_head: int | None = None,
+) -> Path:
+    """Convert a released CPM-1 checkpoint (DeepSpeed layout, any model parallelism) into a cpm checkpoint at ``tp``.
+
+    The vocabulary size comes from ``vocab_size``, else the ``tokenizer`` (recorded in the
+    run config for ``cpm generate``), else CPM-1's 30,000. ``n_head`` defaults to CPM-1's
+    for its three hidden sizes (768: 12, 1024: 16, 2560: 32).
+    """
+    shards, step = read_megatron_checkpoint(checkpoint)
+    state = merge_megatron(shards, str(checkpoint))
+    missing = [n for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias") if n not in state]
+    if missing:
+        raise CpmError(f"{checkpoint}: not a CPM-1 GPT checkpoint (missing {', '.join(missing)})")
+    tok_info: dict[str, Any] | None = None
+    if tokenizer is not None:
+        from cpm.tokenizer import Tokenizer
+
+        tok = Tokenizer.load(tokenizer)
+        tok_info = {"tokenizer": str(Path(tokenizer).resolve()), "tokenizer_fingerprint": tok.fingerprint}
+        vocab_size = vocab_size or tok.vocab_size
+    config = _cpm1_config(state, str(checkpoint), vocab_size or CPM1_VOCAB, n_head)
     run = {
         "imported_from": {"format": "cpm1-megatron-deepspeed", "path": str(Path(checkpoint).resolve()),
                           "model_parallel": len(shards), "iteration": step},
@@ -488,7 +487,8 @@ def import_cpm1(
         "tokenizer": tok_info,
     }
     final = save_weights_checkpoint(output, state, config, tp, step, run)
-    log.info("imported %s (mp=%d, %d layers, %d hidden) to %s at tp=%d", checkpoint, len(shards), n_layer, d_model, final, tp)
+    log.info("imported %s (mp=%d, %d layers, %d hidden) to %s at tp=%d", checkpoint, len(shards), config.n_layer,
+             config.d_model, final, tp)
     return final
 
 

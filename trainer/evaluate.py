@@ -251,39 +251,42 @@ def read_choice_task(
         raise CpmError(f"unknown task format {kind!r} (expected one of {', '.join(TASK_KINDS)})")
     if kind == "chid":
         return kind, _read_chid(path, records, _read_answers(Path(answers)) if answers else {})
-    label_set: list[str] | None = read_labels_file(Path(labels), kind) if labels else None
-    if label_set is None:
-        if kind == "tnews":
-            label_set = list(TNEWS_LABEL_WORDS.values())
-        elif kind == "ocnli":
-            label_set = list(OCNLI_LABEL_WORDS.values())
-        else:  # iflytek: the distinct labels of the file, in label-id order
-            seen: dict[str, Any] = {}
-            for number, record in records:
-                word = _label_word(record, kind, f"{path}:{number}")
-                seen.setdefault(word, record.get("label", word))
-            label_set = sorted(seen, key=lambda w: (_as_int(seen[w]), w))
-    examples = []
+    label_set = read_labels_file(Path(labels), kind) if labels else _default_labels(path, kind, records)
+    return kind, [_choice_example(path, number, record, kind, label_set) for number, record in records]
+
+
+def _default_labels(path: Path, kind: str, records: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """TNEWS's and OCNLI's label words; for IFLYTEK the distinct labels of the file, in label-id order."""
+    if kind == "tnews":
+        return list(TNEWS_LABEL_WORDS.values())
+    if kind == "ocnli":
+        return list(OCNLI_LABEL_WORDS.values())
+    seen: dict[str, Any] = {}
     for number, record in records:
-        where = f"{path}:{number}"
-        if kind == "ocnli":
-            fields = {"s1": _text(record, "sentence1", where), "s2": _text(record, "sentence2", where)}
-            label = record.get("label")
-            gold_word = OCNLI_LABEL_WORDS.get(label) if isinstance(label, str) else None
-            if label not in (None, "-", "") and gold_word is None:
-                raise CpmError(f"{where}: unknown OCNLI label {label!r} (expected entailment, neutral, contradiction or -)")
-        else:
-            fields = {"text": _text(record, "sentence", where)}
-            if isinstance(record.get("keywords"), str):
-                fields["keywords"] = record["keywords"]
-            has_label = ("label_desc" if kind == "tnews" else "label_des") in record
-            gold_word = _label_word(record, kind, where) if has_label else None
-        if gold_word is not None and gold_word not in label_set:
-            raise CpmError(f"{where}: label {gold_word!r} is not in the label set ({', '.join(label_set)})")
-        gold = label_set.index(gold_word) if gold_word is not None else None
-        example_id = str(record.get("id", number - 1))
-        examples.append(ChoiceExample(example_id, fields, list(label_set), gold, where))
-    return kind, examples
+        word = _label_word(record, kind, f"{path}:{number}")
+        seen.setdefault(word, record.get("label", word))
+    return sorted(seen, key=lambda w: (_as_int(seen[w]), w))
+
+
+def _choice_example(path: Path, number: int, record: dict[str, Any], kind: str, label_set: list[str]) -> ChoiceExample:
+    """One TNEWS, IFLYTEK or OCNLI record (line ``number``) as an example over ``label_set``."""
+    where = f"{path}:{number}"
+    if kind == "ocnli":
+        fields = {"s1": _text(record, "sentence1", where), "s2": _text(record, "sentence2", where)}
+        label = record.get("label")
+        gold_word = OCNLI_LABEL_WORDS.get(label) if isinstance(label, str) else None
+        if label not in (None, "-", "") and gold_word is None:
+            raise CpmError(f"{where}: unknown OCNLI label {label!r} (expected entailment, neutral, contradiction or -)")
+    else:
+        fields = {"text": _text(record, "sentence", where)}
+        if isinstance(record.get("keywords"), str):
+            fields["keywords"] = record["keywords"]
+        has_label = ("label_desc" if kind == "tnews" else "label_des") in record
+        gold_word = _label_word(record, kind, where) if has_label else None
+    if gold_word is not None and gold_word not in label_set:
+        raise CpmError(f"{where}: label {gold_word!r} is not in the label set ({', '.join(label_set)})")
+    gold = label_set.index(gold_word) if gold_word is not None else None
+    return ChoiceExample(str(record.get("id", number - 1)), fields, list(label_set), gold, where)
 
 
 def _as_int(value: Any) -> float:
@@ -541,11 +544,49 @@ def evaluate_choice(
         raise CpmError(f"--candidates must be 'all' or 'sampled', not {mode!r}")
     if not examples:
         raise CpmError("no examples to evaluate")
+    sets = (sample_candidate_sets(examples, wrong, repeats, seed) if mode == "sampled"
+            else [[list(range(len(ex.candidates)))] for ex in examples])
+    scores = _score_pairs(model, tokenizer, examples, template, sets, max_len=max_len, batch_size=batch_size,
+                          device=device, show_progress=show_progress)
+    log.info("scored %d sequences for %d examples (%s candidates)", sum(map(len, scores)), len(examples), mode)
+
+    predictions = []
+    per_example: list[float] = []
+    n_repeats = len(sets[0])
+    repeat_correct = [0] * n_repeats
+    for ex, per, score in zip(examples, sets, scores):
+        record, correct = _predict(ex, per, score, mode)
+        if ex.gold is not None:
+            per_example.append(sum(correct) / len(correct))
+        repeat_correct = [total + hit for total, hit in zip(repeat_correct, correct)]
+        predictions.append(record)
+
+    labelled = len(per_example)
     if mode == "sampled":
-        sets = sample_candidate_sets(examples, wrong, repeats, seed)
+        (low, high), method = bootstrap_interval(per_example, seed=seed), "bootstrap over examples (2000 resamples)"
     else:
-        sets = [[list(range(len(ex.candidates)))] for ex in examples]
-    # score each (example, candidate) pair that some set needs, once
+        (low, high), method = wilson_interval(sum(per_example), labelled), "Wilson"
+    return ChoiceResult(
+        task=task,
+        template=template.pattern,
+        score=template.score,
+        candidates=mode if mode == "all" else f"sampled ({wrong} wrong + gold, {n_repeats} repeats, seed {seed})",
+        examples=len(examples),
+        labelled=labelled,
+        accuracy=sum(per_example) / labelled if labelled else math.nan,
+        ci_low=low,
+        ci_high=high,
+        ci_method=method,
+        repeat_accuracies=[c / labelled for c in repeat_correct] if labelled and mode == "sampled" else [],
+        predictions=predictions,
+    )
+
+
+def _score_pairs(model: Any, tokenizer: Any, examples: Sequence[ChoiceExample], template: Template,
+                 sets: list[list[list[int]]], *, max_len: int, batch_size: int, device: Any,
+                 show_progress: bool) -> list[dict[int, float]]:
+    """Per example, the mean NLL of the scored span of each candidate that some candidate set needs
+    (each pair scored once), by candidate index."""
     needed = sorted({(e, c) for e, per in enumerate(sets) for s in per for c in s})
     sequences = [
         encode_choice(tokenizer, template, examples[e].fields, examples[e].candidates[c], max_len, examples[e].origin)
@@ -562,59 +603,34 @@ def evaluate_choice(
     )
     if bar is not None:
         bar.close()
-    score = dict(zip(needed, nlls))
-    log.info("scored %d sequences for %d examples (%s candidates)", len(sequences), len(examples), mode)
+    scores: list[dict[int, float]] = [{} for _ in examples]
+    for (e, c), nll in zip(needed, nlls):
+        scores[e][c] = nll
+    return scores
 
-    predictions = []
-    per_example: list[float] = []
-    n_repeats = len(sets[0])
-    repeat_correct = [0] * n_repeats
-    for e, (ex, per) in enumerate(zip(examples, sets)):
-        trials = []
-        for r, subset in enumerate(per):
-            pred = min(subset, key=lambda c: (score[(e, c)], c))
-            trials.append({"candidates": [ex.candidates[c] for c in subset], "prediction": pred, "correct": pred == ex.gold})
-            if pred == ex.gold:
-                repeat_correct[r] += 1
-        record: dict[str, Any] = {
-            "id": ex.id,
-            "origin": ex.origin,
-            "gold": ex.gold,
-            "gold_label": ex.candidates[ex.gold] if ex.gold is not None else None,
-            "prediction": trials[0]["prediction"],
-            "prediction_label": ex.candidates[trials[0]["prediction"]],
-            "nll": {ex.candidates[c]: round(score[(e, c)], 6) for c in sorted({c for s in per for c in s})},
-        }
-        if ex.gold is not None:
-            fraction = sum(t["correct"] for t in trials) / len(trials)
-            record["correct"] = fraction if mode == "sampled" else bool(trials[0]["correct"])
-            per_example.append(fraction)
-        if mode == "sampled":
-            record["trials"] = [{"candidates": t["candidates"], "prediction": ex.candidates[t["prediction"]]} for t in trials]
-        predictions.append(record)
 
-    labelled = len(per_example)
-    accuracy = sum(per_example) / labelled if labelled else math.nan
+def _predict(ex: ChoiceExample, per: list[list[int]], score: dict[int, float], mode: str) -> tuple[dict[str, Any], list[bool]]:
+    """The prediction record of one example (``score``: NLL by candidate index) and, per candidate
+    set, whether its prediction is the gold label."""
+    trials = []
+    for subset in per:
+        pred = min(subset, key=lambda c: (score[c], c))
+        trials.append({"candidates": [ex.candidates[c] for c in subset], "prediction": pred, "correct": pred == ex.gold})
+    record: dict[str, Any] = {
+        "id": ex.id,
+        "origin": ex.origin,
+        "gold": ex.gold,
+        "gold_label": ex.candidates[ex.gold] if ex.gold is not None else None,
+        "prediction": trials[0]["prediction"],
+        "prediction_label": ex.candidates[trials[0]["prediction"]],
+        "nll": {ex.candidates[c]: round(score[c], 6) for c in sorted({c for s in per for c in s})},
+    }
+    if ex.gold is not None:
+        fraction = sum(t["correct"] for t in trials) / len(trials)
+        record["correct"] = fraction if mode == "sampled" else bool(trials[0]["correct"])
     if mode == "sampled":
-        low, high = bootstrap_interval(per_example, seed=seed)
-        method = "bootstrap over examples (2000 resamples)"
-    else:
-        low, high = wilson_interval(sum(per_example), labelled)
-        method = "Wilson"
-    return ChoiceResult(
-        task=task,
-        template=template.pattern,
-        score=template.score,
-        candidates=mode if mode == "all" else f"sampled ({wrong} wrong + gold, {n_repeats} repeats, seed {seed})",
-        examples=len(examples),
-        labelled=labelled,
-        accuracy=accuracy,
-        ci_low=low,
-        ci_high=high,
-        ci_method=method,
-        repeat_accuracies=[c / labelled for c in repeat_correct] if labelled and mode == "sampled" else [],
-        predictions=predictions,
-    )
+        record["trials"] = [{"candidates": t["candidates"], "prediction": ex.candidates[t["prediction"]]} for t in trials]
+    return record, [t["correct"] for t in trials]
 
 
 # ------------------------------------------------------------------------------ perplexity

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,7 @@ import torch.distributed as dist
 from cpm.errors import CpmError
 from cpm.trainer.grad_buckets import DEFAULT_BUCKET_MB, GradBuckets
 from cpm.trainer.memory import available_memory, check_memory, estimate_memory  # noqa: F401 (re-exported)
-from cpm.trainer.model import GPT, count_parameters, model_config
+from cpm.trainer.model import GPT, GPTConfig, count_parameters, model_config
 from cpm.trainer.parallel import (
     ModelParallelRNG,
     ParallelContext,
@@ -474,18 +474,80 @@ class MetricsLogger:
         self.file.close()
 
 
+@dataclass
+class Run:
+    """What a run is given and decides before its first step: the options, the parallel context,
+    the device, the run directory, the training data and the config written to ``config.json``."""
+
+    cfg: TrainConfig
+    ctx: ParallelContext
+    device: torch.device
+    dir: Path
+    loader: Any  # cpm.trainer.data.SequenceLoader
+    config: dict[str, Any]
+    accum: int  # micro-batches per optimizer step on each rank
+
+
+@dataclass
+class Trainee:
+    """The model and what trains it."""
+
+    model: GPT
+    optimizer: torch.optim.Optimizer | ZeroAdamW
+    buckets: GradBuckets | None
+    scaler: DynamicLossScaler | None
+    forward: Any  # the model, or its torch.compile'd forward
+    rng: ModelParallelRNG
+
+
+@dataclass
+class Progress:
+    """Where the run stands: optimizer steps taken and tokens trained on (global)."""
+
+    step: int = 0
+    tokens_seen: int = 0
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run ``cpm train``; returns a summary (final loss, steps, run dir) on rank 0."""
-    from cpm.trainer import checkpoint as ckpt_io
-    from cpm.trainer.data import SequenceLoader, evaluation_batches
+    from cpm.trainer.data import SequenceLoader
 
+    device = resolve_device(cfg)
+    run_dir = Path(cfg.output)
+    ctx = open_run_dir(run_dir, cfg)
+    device = bind_device(device)
+    loader = SequenceLoader(cfg.input, split="train", micro_batch=cfg.micro_batch, seed=cfg.seed,
+                            dp_rank=ctx.dp_rank, dp_world=ctx.dp_world)
+    config = resolve_model_config(cfg, loader, ctx)
+    check_memory(config, cfg, loader.seq_len, device, ctx)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accum = cfg.global_batch // (cfg.micro_batch * ctx.dp_world)
+    run = Run(cfg, ctx, device, run_dir, loader, write_run_config(run_dir, cfg, ctx, loader, config, accum), accum)
+
+    trainee = build_trainee(cfg, config, ctx, device)
+    progress = resume_training(run, trainee) if cfg.resume else Progress()
+    last = train_steps(run, trainee, progress)
+
+    if ctx.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"run_dir": str(run_dir), "steps": progress.step, **last}
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """Validate ``cfg`` and settle its device (cuda when visible) and precision (bf16 on CUDA, else fp32)."""
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CpmError("--device cuda but no CUDA GPU is visible to torch")
     validate_train_config(cfg)
     cfg.device = device.type
     cfg.precision = cfg.precision or ("bf16" if device.type == "cuda" else "fp32")
-    run_dir = Path(cfg.output)
+    return device
+
+
+def open_run_dir(run_dir: Path, cfg: TrainConfig) -> ParallelContext:
+    """Refuse a directory that holds a run unless ``--resume`` or ``--overwrite`` (cleared on rank 0);
+    initializes the process groups in between, so every rank has looked before anything is removed."""
     existing = existing_run_files(run_dir)  # looked at by every rank before any writes
     if existing and not (cfg.resume or cfg.overwrite):
         raise CpmError(f"{run_dir}: already holds a run ({', '.join(existing)}); "
@@ -499,16 +561,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             clear_run_dir(run_dir)
         if ctx.world > 1:
             dist.barrier()
-    if device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    accum = cfg.global_batch // (cfg.micro_batch * ctx.dp_world)
+    return ctx
 
-    loader = SequenceLoader(cfg.input, split="train", micro_batch=cfg.micro_batch, seed=cfg.seed,
-                            dp_rank=ctx.dp_rank, dp_world=ctx.dp_world)
+
+def bind_device(device: torch.device) -> torch.device:
+    """On CUDA: this process's GPU (``$LOCAL_RANK``), with TF32 matmuls allowed."""
+    if device.type != "cuda":
+        return device
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def resolve_model_config(cfg: TrainConfig, loader: Any, ctx: ParallelContext) -> GPTConfig:
+    """The model's config: ``--size`` with the overrides and the data's vocabulary, checked against
+    the data and ``--tp``; stored back in ``cfg.model``."""
     overrides = dict(cfg.model)
     overrides.setdefault("vocab_size", loader.vocab_size)
     config = model_config(cfg.size, **overrides)
@@ -519,9 +588,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if config.n_head % ctx.tp_world or config.d_model % config.n_head:
         raise CpmError(f"--n-head {config.n_head} must divide --d-model {config.d_model} and be divisible by --tp {ctx.tp_world}")
     cfg.model = config.to_dict()
-    check_memory(config, cfg, loader.seq_len, device, ctx)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return config
 
+
+def write_run_config(run_dir: Path, cfg: TrainConfig, ctx: ParallelContext, loader: Any, config: GPTConfig,
+                     accum: int) -> dict[str, Any]:
+    """The run's ``config.json`` (written by rank 0): the options, the topology, the data, the tokenizer."""
     run_config = cfg.to_dict() | {
         "world": ctx.world, "dp": ctx.dp_world, "grad_accumulation": accum,
         "data": {"seq_len": loader.seq_len, "vocab_size": loader.vocab_size, "eod_id": loader.eod_id,
@@ -531,7 +603,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     if ctx.is_main:
         (run_dir / "config.json").write_text(json.dumps(run_config, indent=2, ensure_ascii=False), encoding="utf-8")
+    return run_config
 
+
+def build_trainee(cfg: TrainConfig, config: GPTConfig, ctx: ParallelContext, device: torch.device) -> Trainee:
+    """The seeded model on ``device``, its optimizer (and gradient buckets), the fp16 loss scaler."""
     rng = ModelParallelRNG(device.type)
     seed_everything(cfg.seed, ctx, rng)
     try:
@@ -544,92 +620,57 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     optimizer, buckets = build_data_parallel(model, cfg, ctx, device.type)
     scaler = DynamicLossScaler() if cfg.precision == "fp16" else None
     forward = torch.compile(model) if cfg.compile else model
-
-    step, tokens_seen = 0, 0
-    if cfg.resume:
-        found = ckpt_io.latest_checkpoint(run_dir)  # CpmError when `latest` is dangling
-        if found is None:
-            log.warning("--resume: no checkpoint in %s, starting from scratch", run_dir)
-        else:
-            state = ckpt_io.load_training_state(found, model, optimizer, ctx)
-            step, tokens_seen = state["step"], state["tokens_seen"]
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if state["rng"] is not None:
-                set_rng_states(state["rng"], rng)
-            else:
-                log.warning("topology changed since the checkpoint: dropout RNG streams start afresh")
-            if state["loader"] is not None:
-                loader.load_state_dict(state["loader"])
-            else:
-                log.warning("data-parallel size changed: the data stream continues at global sample %d",
-                            step * cfg.global_batch)
-                loader.load_state_dict({"index": step * cfg.global_batch // loader.global_batch * loader.global_batch})
-            if ctx.is_main:
-                log.info("resumed from %s at step %d", found, step)
-                if step >= cfg.max_steps:
-                    log.warning("%s: already at step %d = --max-steps %d; nothing to do"
-                                if step == cfg.max_steps else
-                                "%s: already at step %d, past --max-steps %d; nothing to do",
-                                run_dir, step, cfg.max_steps)
-
-    flops_per_token = model.flops_per_token(loader.seq_len)
-    peak = peak_flops(device)
-    tokens_per_step = cfg.global_batch * loader.seq_len
-    metrics = MetricsLogger(run_dir, ctx, cfg.max_steps, step, cfg.progress)
-    batches = iter(loader)
-    last: dict[str, Any] = {}
-    try:
-        end = min(cfg.max_steps, cfg.stop_at) if cfg.stop_at else cfg.max_steps
-        while step < end:
-            lr = lr_at(step, cfg)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            micro = [next(batches) for _ in range(accum)]
-            result = train_step(model, optimizer, micro, ctx, lr=lr, clip_grad=cfg.clip_grad,
-                                precision=cfg.precision, scaler=scaler, forward=forward, buckets=buckets)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            elapsed = time.perf_counter() - t0
-            step += 1
-            tokens_seen += tokens_per_step
-            tokens_per_s = tokens_per_step / elapsed
-            mfu = tokens_per_s * flops_per_token / (peak * ctx.world) if peak else None
-            last = {"step": step, "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"],
-                    "tokens_per_s": tokens_per_s, "mfu": mfu, "tokens": tokens_seen, "skipped": result["skipped"]}
-            if scaler is not None:
-                last["loss_scale"] = scaler.scale
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                metrics.log(last)
-            metrics.advance()
-            if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-                val = _validate(model, cfg, ctx, evaluation_batches)
-                if val:
-                    last.update(val)
-                    metrics.log({"step": step, **val})
-            if cfg.save_every and (step % cfg.save_every == 0 or step == end):
-                trainer_state = {"step": step, "tokens_seen": tokens_seen,
-                                 "scaler": scaler.state_dict() if scaler else None,
-                                 "rng": get_rng_states(rng), "loader": loader.state_dict()}
-                ckpt_io.save_checkpoint(run_dir, step, model, optimizer, trainer_state, run_config, ctx,
-                                        keep=cfg.keep_checkpoints)
-    finally:
-        metrics.close()
-    if ctx.world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return {"run_dir": str(run_dir), "steps": step, **last}
+    return Trainee(model, optimizer, buckets, scaler, forward, rng)
 
 
-def _validate(model: GPT, cfg: TrainConfig, ctx: ParallelContext, evaluation_batches: Any) -> dict[str, float]:
-    try:
-        batches = evaluation_batches(cfg.input, micro_batch=cfg.micro_batch, split="valid",
-                                     dp_rank=ctx.dp_rank, dp_world=ctx.dp_world)
-        return evaluate(model, batches, ctx, cfg.precision, cfg.eval_batches)
-    except CpmError as exc:  # no validation split: train anyway
-        log.warning("validation skipped: %s", exc)
-        return {}
+# --------------------------------------------------------------------------------------
+# Resume: what a checkpoint holds besides the weights and the optimizer
+# --------------------------------------------------------------------------------------
+
+
+def resume_training(run: Run, trainee: Trainee) -> Progress:
+    """``--resume``: the model, optimizer, loss scale, RNG streams and data position of the latest
+    checkpoint; from scratch (with a warning) when there is none."""
+    from cpm.trainer import checkpoint as ckpt_io
+
+    found = ckpt_io.latest_checkpoint(run.dir)  # CpmError when `latest` is dangling
+    if found is None:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", run.dir)
+        return Progress()
+    state = ckpt_io.load_training_state(found, trainee.model, trainee.optimizer, run.ctx)
+    progress = Progress(state["step"], state["tokens_seen"])
+    if trainee.scaler is not None and state.get("scaler"):
+        trainee.scaler.load_state_dict(state["scaler"])
+    if state["rng"] is not None:
+        set_rng_states(state["rng"], trainee.rng)
+    else:
+        log.warning("topology changed since the checkpoint: dropout RNG streams start afresh")
+    restore_loader(run.loader, state["loader"], progress.step, run.cfg.global_batch)
+    if run.ctx.is_main:
+        log.info("resumed from %s at step %d", found, progress.step)
+        if progress.step >= run.cfg.max_steps:
+            log.warning("%s: already at step %d = --max-steps %d; nothing to do"
+                        if progress.step == run.cfg.max_steps else
+                        "%s: already at step %d, past --max-steps %d; nothing to do",
+                        run.dir, progress.step, run.cfg.max_steps)
+    return progress
+
+
+def restore_loader(loader: Any, state: dict[str, Any] | None, step: int, global_batch: int) -> None:
+    """The data position of a checkpoint; after a change of data-parallel size (``state`` None), the
+    global sample ``step * global_batch`` rounded down to the loader's global batch."""
+    if state is not None:
+        loader.load_state_dict(state)
+        return
+    log.warning("data-parallel size changed: the data stream continues at global sample %d", step * global_batch)
+    loader.load_state_dict({"index": step * global_batch // loader.global_batch * loader.global_batch})
+
+
+def trainer_state(trainee: Trainee, progress: Progress, loader: Any) -> dict[str, Any]:
+    """What a checkpoint holds besides the model and the optimizer, for :func:`resume_training`."""
+    return {"step": progress.step, "tokens_seen": progress.tokens_seen,
+            "scaler": trainee.scaler.state_dict() if trainee.scaler else None,
+            "rng": get_rng_states(trainee.rng), "loader": loader.state_dict()}
 
 
 def get_rng_states(rng: ModelParallelRNG) -> dict[str, Any]:
@@ -644,3 +685,92 @@ def set_rng_states(states: dict[str, Any], rng: ModelParallelRNG) -> None:
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
     rng.set_state(states["model_parallel"])
+
+
+# --------------------------------------------------------------------------------------
+# The steps
+# --------------------------------------------------------------------------------------
+
+
+class Throughput(NamedTuple):
+    """Tokens per optimizer step, model FLOPs per token, and the GPU's peak FLOP/s (None: no MFU)."""
+
+    tokens_per_step: int
+    flops_per_token: float
+    peak: float | None
+
+    def record(self, elapsed: float, world: int) -> dict[str, float | None]:
+        tokens_per_s = self.tokens_per_step / elapsed
+        mfu = tokens_per_s * self.flops_per_token / (self.peak * world) if self.peak else None
+        return {"tokens_per_s": tokens_per_s, "mfu": mfu}
+
+
+def train_steps(run: Run, trainee: Trainee, progress: Progress) -> dict[str, Any]:
+    """Steps until ``--stop-at`` or ``--max-steps``: log, validate and save on schedule. Returns the
+    last step's record (with its validation)."""
+    from cpm.trainer import checkpoint as ckpt_io
+
+    cfg = run.cfg
+    speed = Throughput(cfg.global_batch * run.loader.seq_len, trainee.model.flops_per_token(run.loader.seq_len),
+                       peak_flops(run.device))
+    metrics = MetricsLogger(run.dir, run.ctx, cfg.max_steps, progress.step, cfg.progress)
+    batches = iter(run.loader)
+    last: dict[str, Any] = {}
+    try:
+        end = min(cfg.max_steps, cfg.stop_at) if cfg.stop_at else cfg.max_steps
+        while progress.step < end:
+            last = timed_step(run, trainee, progress, batches, speed)
+            if progress.step % cfg.log_every == 0 or progress.step == cfg.max_steps:
+                metrics.log(last)
+            metrics.advance()
+            if cfg.eval_every and (progress.step % cfg.eval_every == 0 or progress.step == cfg.max_steps):
+                val = _validate(trainee.model, cfg, run.ctx)
+                if val:
+                    last.update(val)
+                    metrics.log({"step": progress.step, **val})
+            if cfg.save_every and (progress.step % cfg.save_every == 0 or progress.step == end):
+                ckpt_io.save_checkpoint(run.dir, progress.step, trainee.model, trainee.optimizer,
+                                        trainer_state(trainee, progress, run.loader), run.config, run.ctx,
+                                        keep=cfg.keep_checkpoints)
+    finally:
+        metrics.close()
+    return last
+
+
+def timed_step(run: Run, trainee: Trainee, progress: Progress, batches: Iterator[torch.Tensor],
+               speed: Throughput) -> dict[str, Any]:
+    """One optimizer step on the next ``accum`` micro-batches, timed; advances ``progress`` and
+    returns the step's metrics record."""
+    lr = lr_at(progress.step, run.cfg)
+    _synchronize(run.device)
+    t0 = time.perf_counter()
+    micro = [next(batches) for _ in range(run.accum)]
+    result = train_step(trainee.model, trainee.optimizer, micro, run.ctx, lr=lr, clip_grad=run.cfg.clip_grad,
+                        precision=run.cfg.precision, scaler=trainee.scaler, forward=trainee.forward,
+                        buckets=trainee.buckets)
+    _synchronize(run.device)
+    elapsed = time.perf_counter() - t0
+    progress.step += 1
+    progress.tokens_seen += speed.tokens_per_step
+    record = {"step": progress.step, "loss": result["loss"], "lr": lr, "grad_norm": result["grad_norm"],
+              **speed.record(elapsed, run.ctx.world), "tokens": progress.tokens_seen, "skipped": result["skipped"]}
+    if trainee.scaler is not None:
+        record["loss_scale"] = trainee.scaler.scale
+    return record
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _validate(model: GPT, cfg: TrainConfig, ctx: ParallelContext) -> dict[str, float]:
+    from cpm.trainer.data import evaluation_batches
+
+    try:
+        batches = evaluation_batches(cfg.input, micro_batch=cfg.micro_batch, split="valid",
+                                     dp_rank=ctx.dp_rank, dp_world=ctx.dp_world)
+        return evaluate(model, batches, ctx, cfg.precision, cfg.eval_batches)
+    except CpmError as exc:  # no validation split: train anyway
+        log.warning("validation skipped: %s", exc)
+        return {}

@@ -10,12 +10,13 @@ members and frames included. A stream that ends or breaks before its end marker 
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from cpm.errors import CpmError
 
@@ -66,102 +67,74 @@ def _plain_chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _gzip_chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
-    decompressor = zlib.decompressobj(wbits=31)
-    started = False
-    while True:
-        data = read(READ_CHUNK)
-        if not data:
-            if started and not decompressor.eof:
-                raise TruncatedInputError("gzip stream ends before its end-of-stream marker")
-            return
-        while data:
-            started = True
-            try:
-                out = decompressor.decompress(data, _OUT_CHUNK)
-            except zlib.error as error:
-                raise TruncatedInputError(f"corrupt gzip data: {error}") from error
-            if out:
-                yield out
-            if decompressor.eof:  # a concatenated gzip member may follow
-                data = decompressor.unused_data.lstrip(b"\x00")
-                decompressor = zlib.decompressobj(wbits=31)
-                started = False
-                continue
-            data = decompressor.unconsumed_tail
-            if not data and len(out) == _OUT_CHUNK:
-                data = b""
-                while len(out) == _OUT_CHUNK:  # drain output held back by the size limit
-                    out = decompressor.decompress(b"", _OUT_CHUNK)
-                    if out:
-                        yield out
-                if decompressor.eof:
-                    data = decompressor.unused_data.lstrip(b"\x00")
-                    decompressor = zlib.decompressobj(wbits=31)
-                    started = False
+class Codec(NamedTuple):
+    """How :func:`_decoded_chunks` drives one compression format's streaming decompressor."""
+
+    name: str
+    new: Callable[[], Any]  # a fresh decompressor (one per member / stream / frame)
+    decompress: Callable[[Any, bytes], bytes]  # output bounded by _OUT_CHUNK where the format allows
+    more: Callable[[Any, bytes], bytes | None]  # after ``out``: input to feed again (b"": none, just drain), None: read
+    errors: tuple[type[BaseException], ...]  # what the decompressor raises on corrupt data
+    end: str  # what a truncated stream lacks
+    read_size: int = READ_CHUNK
+    padding: bytes = b""  # stripped between members
 
 
-def _bzip2_chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
-    decompressor = bz2.BZ2Decompressor()
-    started = False
-    while True:
-        data = read(READ_CHUNK)
-        if not data:
-            if started and not decompressor.eof:
-                raise TruncatedInputError("bzip2 stream ends before its end-of-stream marker")
-            return
-        while True:
-            started = True
-            try:
-                out = decompressor.decompress(data, _OUT_CHUNK)
-            except (OSError, EOFError) as error:
-                raise TruncatedInputError(f"corrupt bzip2 data: {error}") from error
-            if out:
-                yield out
-            if decompressor.eof:  # multi-stream .bz2 (pbzip2 writes those)
-                data = decompressor.unused_data
-                decompressor = bz2.BZ2Decompressor()
-                started = False
-                if not data:
-                    break
-                continue
-            if decompressor.needs_input:
-                break
-            data = b""
+def _gzip_more(decompressor: Any, out: bytes) -> bytes | None:
+    if decompressor.unconsumed_tail:
+        return decompressor.unconsumed_tail
+    return b"" if len(out) == _OUT_CHUNK else None  # drain output held back by the size limit
 
 
-def _zstd_chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
+def _gzip() -> Codec:
+    return Codec("gzip", lambda: zlib.decompressobj(wbits=31), lambda d, data: d.decompress(data, _OUT_CHUNK),
+                 _gzip_more, (zlib.error,), "its end-of-stream marker", padding=b"\x00")
+
+
+def _bzip2() -> Codec:
+    return Codec("bzip2", bz2.BZ2Decompressor, lambda d, data: d.decompress(data, _OUT_CHUNK),
+                 lambda d, out: None if d.needs_input else b"", (OSError, EOFError), "its end-of-stream marker")
+
+
+def _zstd() -> Codec:
     import zstandard
 
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    return Codec("zstd", lambda: zstandard.ZstdDecompressor().decompressobj(), lambda d, data: d.decompress(data),
+                 lambda d, out: None, (zstandard.ZstdError,), "the end of its frame",
+                 read_size=_ZSTD_READ_CHUNK)  # zstd output is not bounded per call
+
+
+def _decoded_chunks(codec: Callable[[], Codec], read: Callable[[int], bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a stream of concatenated members (gzip), streams (bzip2, as pbzip2
+    writes them) or frames (zstd); :class:`TruncatedInputError` on corrupt data or a missing end."""
+    codec = codec()
+    decompressor = codec.new()
     started = False
-    while True:
-        data = read(_ZSTD_READ_CHUNK)
-        if not data:
-            if started and not decompressor.eof:
-                raise TruncatedInputError("zstd stream ends before the end of its frame")
-            return
-        while data:
+    while data := read(codec.read_size):
+        pending: bytes | None = data
+        while pending is not None:
             started = True
             try:
-                out = decompressor.decompress(data)
-            except zstandard.ZstdError as error:
-                raise TruncatedInputError(f"corrupt zstd data: {error}") from error
+                out = codec.decompress(decompressor, pending)
+            except codec.errors as error:
+                raise TruncatedInputError(f"corrupt {codec.name} data: {error}") from error
             if out:
                 yield out
-            if decompressor.eof:  # the next frame, if any
-                data = decompressor.unused_data
-                decompressor = zstandard.ZstdDecompressor().decompressobj()
+            if decompressor.eof:  # the next member, if any
+                pending = decompressor.unused_data.lstrip(codec.padding) or None
+                decompressor = codec.new()
                 started = False
             else:
-                data = b""
+                pending = codec.more(decompressor, out)
+    if started and not decompressor.eof:
+        raise TruncatedInputError(f"{codec.name} stream ends before {codec.end}")
 
 
 DECOMPRESSORS: dict[str | None, Callable[[Callable[[int], bytes]], Iterator[bytes]]] = {
     None: _plain_chunks,
-    "gzip": _gzip_chunks,
-    "bzip2": _bzip2_chunks,
-    "zstd": _zstd_chunks,
+    "gzip": functools.partial(_decoded_chunks, _gzip),
+    "bzip2": functools.partial(_decoded_chunks, _bzip2),
+    "zstd": functools.partial(_decoded_chunks, _zstd),
 }
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from cpm.pipeline.readers.common import Context, derived_id, iter_lines
+from cpm.pipeline.readers.common import Context, Line, derived_id, iter_lines
 from cpm.pipeline.readers.compression import COMPRESSED_SUFFIX, TruncatedInputError
 from cpm.pipeline.readers.encoding import codec as decoding_codec
 from cpm.pipeline.readers.encoding import detect_encoding
@@ -45,68 +46,85 @@ def _split_paragraph(paragraph: str, limit: int) -> list[str]:
     return [paragraph[i : i + limit] for i in range(0, len(paragraph), limit)] or [paragraph]
 
 
-def read_novel(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterator[RawRecord | Rejection]:
-    source, path = context.source, context.path
-    encoding = detect_encoding(head)
-    codec = decoding_codec(encoding)
-    novel = novel_title(path)
-    chapter: str | None = None
-    chapter_line = 1
-    paragraphs: list[str] = []
-    size = 0
-    part = 0
-    ordinal = 0
-    line_number = 0
+@dataclass
+class _Chapters:
+    """A novel's documents as its lines arrive: the current chapter's paragraphs, cut into parts of
+    at most ``context.max_chapter_chars`` characters at paragraph boundaries."""
 
-    def emit() -> Iterator[RawRecord]:
-        nonlocal paragraphs, size, part, ordinal
-        if not paragraphs:
+    context: Context
+    novel: str
+    encoding: str
+    chapter: str | None = None
+    chapter_line: int = 1
+    paragraphs: list[str] = field(default_factory=list)
+    size: int = 0
+    part: int = 0  # within the chapter
+    ordinal: int = 0  # within the file
+
+    def flush(self) -> Iterator[RawRecord]:
+        """The document of the paragraphs so far, if any."""
+        if not self.paragraphs:
             return
-        part += 1
-        ordinal += 1
-        text = "\n".join(paragraphs)
-        meta = {"novel": novel, "encoding": encoding, "part": part}
-        if chapter is not None:
-            meta["chapter"] = chapter
+        self.part += 1
+        self.ordinal += 1
+        source, text = self.context.source, "\n".join(self.paragraphs)
+        meta = {"novel": self.novel, "encoding": self.encoding, "part": self.part}
+        if self.chapter is not None:
+            meta["chapter"] = self.chapter
         yield RawRecord(
             source=source,
-            origin=context.origin(chapter_line),
+            origin=self.context.origin(self.chapter_line),
             text=text,
-            title=chapter or novel,
-            id=derived_id(source, path, ordinal, text),
+            title=self.chapter or self.novel,
+            id=derived_id(source, self.context.path, self.ordinal, text),
             meta=meta,
         )
-        paragraphs, size = [], 0
+        self.paragraphs, self.size = [], 0
 
+    def heading(self, text: str, number: int) -> Iterator[RawRecord]:
+        """A chapter heading at line ``number``: the previous chapter's last part, then a new chapter."""
+        yield from self.flush()
+        self.chapter, self.chapter_line, self.part = re.sub(r"\s+", " ", text), number, 0
+
+    def paragraph(self, text: str, number: int) -> Iterator[RawRecord]:
+        """A paragraph at line ``number``, split when longer than a part; a full part goes out first."""
+        limit = self.context.max_chapter_chars
+        for piece in _split_paragraph(text, limit):
+            if self.size and self.size + len(piece) > limit:
+                yield from self.flush()
+            if not self.paragraphs and self.chapter is None:
+                self.chapter_line = number
+            self.paragraphs.append(piece)
+            self.size += len(piece) + 1
+
+
+def _oversized_line(context: Context, line: Line, codec: str) -> Rejection:
+    return context.oversized(line.number, line.data.decode(codec, "ignore"), f"{line.oversized_bytes:,} bytes")
+
+
+def read_novel(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterator[RawRecord | Rejection]:
+    encoding = detect_encoding(head)
+    codec = decoding_codec(encoding)
+    chapters = _Chapters(context, novel_title(context.path), encoding)
+    line_number = 0
     try:
         for line in iter_lines(chunks, 4 * context.max_record_chars):
             line_number = line.number
             if line.oversized_bytes:
-                yield context.oversized(
-                    line.number, line.data.decode(codec, "ignore"), f"{line.oversized_bytes:,} bytes"
-                )
+                yield _oversized_line(context, line, codec)
                 continue
             text = line.data.decode(codec, "replace")
             if line.number == 1:
                 text = text.lstrip("\ufeff")
             text = text.strip()
             if is_chapter_heading(text):
-                yield from emit()
-                chapter, chapter_line, part = re.sub(r"\s+", " ", text), line.number, 0
-                continue
-            if not text:
-                continue
-            for piece in _split_paragraph(text, context.max_chapter_chars):
-                if size and size + len(piece) > context.max_chapter_chars:
-                    yield from emit()
-                if not paragraphs and chapter is None:
-                    chapter_line = line.number
-                paragraphs.append(piece)
-                size += len(piece) + 1
-        yield from emit()
+                yield from chapters.heading(text, line.number)
+            elif text:
+                yield from chapters.paragraph(text, line.number)
+        yield from chapters.flush()
     except TruncatedInputError as error:
-        yield from emit()
-        yield Rejection(source, "truncated_file", context.origin(line_number + 1), detail=str(error))
+        yield from chapters.flush()
+        yield Rejection(context.source, "truncated_file", context.origin(line_number + 1), detail=str(error))
 
 
 def read_thucnews(context: Context, chunks: Iterator[bytes], head: bytes) -> Iterator[RawRecord | Rejection]:
@@ -121,9 +139,7 @@ def read_thucnews(context: Context, chunks: Iterator[bytes], head: bytes) -> Ite
         for line in iter_lines(chunks, 4 * context.max_record_chars):
             line_number = line.number
             if line.oversized_bytes:
-                yield context.oversized(
-                    line.number, line.data.decode(codec, "ignore"), f"{line.oversized_bytes:,} bytes"
-                )
+                yield _oversized_line(context, line, codec)
                 return
             text = line.data.decode(codec, "replace").lstrip("\ufeff").strip()
             if not text:
