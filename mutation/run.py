@@ -90,12 +90,12 @@ MODULES: dict[str, Module] = {
         "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
     ),
-    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
-    # the pure functions of dedup.py against the tests that need no Beam pipeline (seconds, not minutes)
-    "dedup-core": Module(
-        "pipeline/dedup.py", ["tests/test_dedup.py", "-k", "bloom_filter or node_keys or large_star or bucket_pairs"], 120,
-        functions=("_short_hash", "node_key", "key_id", "is_old", "bucket_pairs", "large_star", "small_star",
-                   "bloom_positions", "bloom_contains"),
+    # the steps of dedup against their unit tests (no Beam, seconds per mutant)
+    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup_steps.py"], 120),
+    # the file I/O around them against the staged build on chosen texts (the shared builds: tens of seconds)
+    "dedup-stages": Module(
+        "pipeline/dedup_stages.py",
+        ["tests/test_dedup.py", "-k", "not corpus_build and not no_dedup and not path_of and not borderline"], 300,
     ),
 }
 

@@ -1,8 +1,9 @@
-"""Exact and near-duplicate removal (``cpm.pipeline.dedup``) on the Beam DirectRunner.
+"""Exact and near-duplicate removal end to end: the staged build of ``cpm corpus build`` on chosen texts.
 
-Pipeline runs are few and shared through module fixtures: one in-process run, the same
-documents shuffled on two worker processes, a ``--against`` run on top of the first output,
-and a ``--no-dedup`` run.
+The documents skip cleaning (:mod:`cpm.pipeline.prepared`) so that every text is what the test wrote;
+every other stage is the build's own. Builds are few and shared through module fixtures: one on the
+DirectRunner, the same documents shuffled into other chunks and partitions on two worker processes,
+and an ``--against`` build on top of the first. Each step alone: ``test_dedup_steps.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +18,8 @@ import pytest
 
 from cpm.errors import CpmError
 from cpm.pipeline import minhash
-from cpm.pipeline.dedup import (
-    MAX_BUCKET_PAIRS,
-    RULE_EXACT,
-    RULE_NEAR,
-    BloomFilter,
-    DedupConfig,
-    Deduplicate,
-    band_keys,
-    bloom_contains,
-    bucket_pairs,
-    key_id,
-    large_star,
-    node_key,
-    small_star,
-)
+from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR, DedupConfig, band_keys
+from cpm.pipeline.dedup_index import check_index, index_paths
 from cpm.schemas import rejected_schema
 from cpm.shards.io import read_table
 
@@ -90,27 +77,28 @@ def fixture_docs() -> list[dict]:
     return docs
 
 
-def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig = DedupConfig(), args: tuple[str, ...] = ()) -> dict:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = DedupConfig(), chunks: int = 2,
+              workers: int = 1, partition_bytes: int = 8192) -> dict:
+    """The staged build (:func:`cpm.pipeline.launcher.run_stages`) on ``docs``, as they are, in ``chunks``
+    chunks: on the DirectRunner with one worker, on a pool of local processes with more."""
+    from cpm.pipeline.graph import BuildJob
+    from cpm.pipeline.launcher import BeamStages, LocalPool
+    from cpm.pipeline.prepared import build_prepared
 
-    results = output_dir.parent / f"{output_dir.name}-results"
-    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", *args])) as pipeline:
-        out = pipeline | beam.Create(docs) | Deduplicate(config, str(output_dir))
-        for name in ("kept", "rejected", "stats"):
-            _ = (
-                getattr(out, name)
-                | f"{name}Json" >> beam.Map(lambda row: json.dumps(row, sort_keys=True, ensure_ascii=False, default=str))
-                | f"{name}Write" >> beam.io.WriteToText(str(results / name))
-            )
+    sources = sorted({d["source"] for d in docs})
+    job = BuildJob(sources, [], str(output_dir), str(output_dir), {}, config, partition_bytes=partition_bytes)
+    inner = LocalPool(workers, job) if workers > 1 else BeamStages(["--runner=DirectRunner", "--no_pipeline_type_check"])
+    manifest = build_prepared([docs[i::chunks] for i in range(chunks)], job, inner)
 
-    def load(name: str) -> list[dict]:
-        return [json.loads(line) for path in sorted(results.glob(f"{name}-*")) for line in path.read_text().splitlines()]
+    def rows(kind: str) -> dict[str, dict]:
+        return {r["id"]: r for path in sorted((output_dir / kind).glob("*.arrow")) for r in read_table(path).to_pylist()}
 
+    index_file = output_dir / "dedup" / "index.json"
     return {
-        "kept": {row["id"]: row for row in load("kept")},
-        "rejected": {row["id"]: row for row in load("rejected")},
-        "stats": load("stats"),
+        "kept": rows("shards"),
+        "rejected": rows("rejected"),
+        "manifest": manifest,
+        "stats": json.loads(index_file.read_text()) if index_file.exists() else None,
         "index": sorted((output_dir / "dedup").glob("signatures-*.minhash")),
     }
 
@@ -131,8 +119,7 @@ def shuffled(tmp_path_factory, docs) -> dict:
     out = tmp_path_factory.mktemp("shuffled") / "build"
     order = list(reversed(docs))
     random.Random(1).shuffle(order)
-    args = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
-    return {"dir": out, **run_dedup(order, out, args=args)}
+    return {"dir": out, **run_dedup(order, out, chunks=3, workers=2, partition_bytes=30000)}
 
 
 def by_id(result: dict, doc_id: str) -> dict:
@@ -230,19 +217,6 @@ def test_borderline_estimate_is_confirmed_by_exact_jaccard(first, docs, tmp_path
     assert set(every_pair_exact["kept"]) == {d["id"] for d in border} - {"border-above-cut"}
 
 
-def test_bloom_filter_has_no_false_negatives_and_merges():
-    keys = [node_key(f"doc-{i}", 100 + i, "o") for i in range(2000)]
-    combine = BloomFilter()
-    parts = [combine.create_accumulator(), combine.create_accumulator()]
-    for i, key in enumerate(keys):
-        parts[i % 2] = combine.add_input(parts[i % 2], key)
-    bits = combine.extract_output(combine.merge_accumulators(parts))
-    assert all(bloom_contains(bits, key) for key in keys)
-    others = [node_key(f"other-{i}", 100, "o") for i in range(2000)]
-    assert sum(bloom_contains(bits, key) for key in others) <= 2  # ~1e-9 false-positive rate at 2,000 keys
-    assert combine.extract_output(combine.create_accumulator()) == b"" and not bloom_contains(b"", keys[0])
-
-
 def test_unique_and_template_sharing_documents_survive(first, docs):
     for doc in docs:
         if doc["id"].startswith(("unique-", "templated-")):
@@ -250,12 +224,16 @@ def test_unique_and_template_sharing_documents_survive(first, docs):
 
 
 def test_stats_and_signature_index(first):
-    (stats,) = first["stats"]
+    stats = first["stats"]
     assert stats["largest_cluster"] == {"survivor": "art-web", "size": 6}
     assert stats["kept"] == len(first["kept"])
-    assert stats["exact_duplicates"] + stats["near_duplicates"] == len(first["rejected"])
-    assert stats["unconverged_nodes"] == 0
-    assert json.loads((first["dir"] / "dedup" / "index.json").read_text())["shards"] == stats["shards"]
+    rules = [row["rule"] for row in first["rejected"].values()]
+    assert (stats["exact_duplicates"], stats["near_duplicates"]) == (rules.count(RULE_EXACT), rules.count(RULE_NEAR))
+    assert stats["unconverged_nodes"] == 0 and stats["config"]["threshold"] == 0.8 and (stats["bands"], stats["rows"]) == DedupConfig().bands
+    counters = first["manifest"]["counters"]["dedup"]
+    assert (counters["exact_duplicates"], counters["near_duplicates"], counters["largest_cluster_size"]) == (
+        stats["exact_duplicates"], stats["near_duplicates"], 6)
+    assert [e["path"] for e in stats["shards"]] == [str(p.relative_to(first["dir"])) for p in first["index"]]
     table = read_table(first["index"][0], "signatures")
     ids = table.column("id").to_pylist()
     assert sorted(ids) == ids and set(ids) == set(first["kept"])
@@ -288,7 +266,7 @@ def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs,
         make_doc("unique-0", next(d["text"] for d in docs if d["id"] == "unique-0") + "补充说明这是一段较长的新增内容" * 3),  # old id, new text
     ]
     with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(first["dir"]),), huge_cluster=2))
+        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(first["dir"]),), huge_cluster=2), chunks=1)
     assert "huge duplicate cluster of 2 documents" in caplog.text  # the warning threshold is lowered to 2 here
     rejected, kept = result["rejected"], result["kept"]
     assert rejected["new-art"]["rule"] == RULE_EXACT and rejected["new-art"]["duplicate_of"] == "art-web"
@@ -299,92 +277,27 @@ def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs,
     assert len(kept) + len(rejected) == len(new_docs)
     assert set(kept) == {"new-unique"} or set(kept) == {"new-unique-copy"}
     assert next(iter(kept.values()))["dup_cluster_size"] == 2
-    assert result["stats"][0]["largest_cluster"]["size"] == 2 and result["stats"][0]["against"] == [str(first["dir"])]
+    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(first["dir"])]
 
 
-def test_no_dedup_keeps_everything_and_still_writes_an_index(tmp_path, docs):
-    result = run_dedup(docs[:8], tmp_path / "plain", DedupConfig(enabled=False))
+def test_no_dedup_keeps_every_copy_and_writes_no_index(tmp_path, docs):
+    result = run_dedup(docs[:8], tmp_path / "plain", None)
     assert set(result["kept"]) == {d["id"] for d in docs[:8]} and not result["rejected"]
     assert {row["dup_cluster_size"] for row in result["kept"].values()} == {1}
-    assert read_table(result["index"][0], "signatures").num_rows == 8
-
-
-# --------------------------------------------------------------------------- pure steps and errors
+    assert result["stats"] is None and result["index"] == [] and "dedup" not in result["manifest"]["counters"]
 
 
 def test_against_with_other_hashing_parameters_is_a_user_error(first, tmp_path):
+    (path,) = index_paths(str(first["dir"]))
+    check_index(path, DedupConfig())
     with pytest.raises(CpmError, match="num_perm=128"):
-        Deduplicate(DedupConfig(num_perm=64, against=(str(first["dir"]),)), str(tmp_path))
+        check_index(path, DedupConfig(num_perm=64))
+    with pytest.raises(CpmError, match="ngram=5"):
+        check_index(path, DedupConfig(ngram=4))
     with pytest.raises(CpmError, match="no signature index"):
-        Deduplicate(DedupConfig(against=(str(tmp_path / "missing"),)), str(tmp_path))
+        index_paths(str(tmp_path / "missing"))
     with pytest.raises(CpmError, match="dedup-threshold"):
-        Deduplicate(DedupConfig(threshold=1.5), str(tmp_path))
-
-
-def test_node_keys_order_survivors():
-    old_short = node_key("x", 10, None, old=True)
-    new_long = node_key("y", 5000, "a.txt:1")
-    new_short = node_key("z", 10, "a.txt:2")
-    assert old_short < new_long < new_short
-    assert key_id(new_long) == "y" and key_id(old_short) == "x"
-
-
-def _components_by_stars(edges: list[tuple[str, str]], rounds: int = 30) -> dict[str, str]:
-    for _ in range(rounds):
-        neighbours = defaultdict(set)
-        for a, b in edges:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-        large = [e for node, nb in neighbours.items() for e in large_star(node, nb)]
-        smaller = defaultdict(set)
-        for a, b in large:
-            hi, lo = max(a, b), min(a, b)
-            smaller[hi].add(lo)
-        edges = [e for node, nb in smaller.items() for e in small_star(node, nb)]
-    return {child: parent for child, parent in edges}
-
-
-def test_large_star_small_star_finds_connected_components():
-    rng = random.Random(5)
-    nodes = [f"{rng.randrange(10**6):07d}" for _ in range(300)]
-    nodes = sorted(set(nodes))
-    edges = [tuple(sorted(rng.sample(nodes, 2))) for _ in range(220)]
-    labels = _components_by_stars(edges)
-    # reference: union-find
-    parent = {n: n for n in nodes}
-
-    def find(n):
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        parent[max(ra, rb)] = min(ra, rb)
-    for node in nodes:
-        assert labels.get(node, node) == min((m for m in nodes if find(m) == find(node)))
-
-
-def test_bucket_pairs_bounds_work_in_large_buckets():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    count = MAX_BUCKET_PAIRS + 300
-    members = [(node_key(f"d{i}", 100, "o"), base.tobytes()) for i in range(count)]
-    random.Random(0).shuffle(members)
-    pairs = list(bucket_pairs(members, 0.8, 128))
-    assert len(pairs) == MAX_BUCKET_PAIRS * (MAX_BUCKET_PAIRS - 1) // 2 + (count - MAX_BUCKET_PAIRS) * MAX_BUCKET_PAIRS
-    assert len(set((a, b) for a, b, _ in pairs)) == len(pairs) and all(a < b for a, b, _ in pairs)
-    assert sorted(pairs) == sorted(bucket_pairs(list(reversed(members)), 0.8, 128))  # any member order
-    pivots = sorted(k for k, _ in members)[:MAX_BUCKET_PAIRS]
-    assert {a for a, _, _ in pairs} == set(pivots[:-1]) | set(pivots)  # every pair involves a pivot
-    old = [(node_key("o1", 5, None, old=True), base.tobytes()), (node_key("o2", 5, None, old=True), base.tobytes())]
-    assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
-    other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
-    (a, _), (b, _) = sorted(members[:2])
-    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
-    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
+        DedupConfig(threshold=1.5).validate()
 
 
 def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_path, first):
@@ -424,30 +337,14 @@ def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_pat
     assert [e["rows"] for e in index["shards"]] == [1]
 
 
-def test_too_few_component_rounds_warn_and_never_remove_a_whole_cluster(tmp_path, caplog):
-    import logging
-
+def test_a_path_of_near_duplicates_is_one_cluster_with_one_survivor(tmp_path):
     rng = random.Random(9)
     text = random_text(rng, 2000)
-    # a path of 10 documents in key order (equal lengths; ids chosen so that hash order is path order)
-    ids = sorted((f"p{i}" for i in range(40)), key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())[:10]
+    # a path of 10 documents (each overlaps the next, not the one after), spread over 3 chunks
+    ids = [f"p{i}" for i in range(10)]
     docs = [make_doc(doc_id, text[80 * k : 80 * k + 1000]) for k, doc_id in enumerate(ids)]
-    with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(docs, tmp_path / "rounds", DedupConfig(cc_rounds=1))
-    (stats,) = result["stats"]
-    assert stats["unconverged_nodes"] > 0 and "did not converge" in caplog.text
-    assert ids[0] in result["kept"]  # the cluster's smallest key always survives
-    assert len(result["kept"]) + len(result["rejected"]) == len(docs)
-
-
-def test_node_keys_clamp_lengths_and_pairs_at_the_threshold_or_with_one_old_document():
-    assert node_key("a", 0, "o") == node_key("a", -5, "o") > node_key("a", 1, "o")  # 0 chars: the last, not below
-    assert key_id(node_key("a", -5, "o")) == "a"
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    other = base.copy()
-    other[:32] += 1  # 96 of 128 min-hashes equal: an estimate of exactly 0.75
-    new, old = node_key("n", 10, "o"), node_key("o", 10, None, old=True)
-    assert list(bucket_pairs([(new, base.tobytes()), (node_key("m", 10, "o"), other.tobytes())], 0.75, 128)) == [
-        (min(new, node_key("m", 10, "o")), max(new, node_key("m", 10, "o")), 0.75)]  # at the threshold: a pair
-    assert list(bucket_pairs([(new, base.tobytes()), (old, base.tobytes())], 0.8, 128)) == [(old, new, 1.0)]
+    result = run_dedup(docs, tmp_path / "path", chunks=3)
+    best = min(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())  # equal lengths
+    assert set(result["kept"]) == {best} and result["kept"][best]["dup_cluster_size"] == 10
+    assert {row["duplicate_of"] for row in result["rejected"].values()} == {best}
+    assert {row["rule"] for row in result["rejected"].values()} == {RULE_NEAR}
