@@ -91,12 +91,9 @@ MODULES: dict[str, Module] = {
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
     ),
     # the steps of dedup against their unit tests (no Beam, seconds per mutant)
-    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup_steps.py"], 120),
-    # the file I/O around them against the staged build on chosen texts (the shared builds: tens of seconds)
-    "dedup-stages": Module(
-        "pipeline/dedup_stages.py",
-        ["tests/test_dedup.py", "-k", "not corpus_build and not no_dedup and not path_of and not borderline"], 300,
-    ),
+    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup_steps.py", "-p", "no:hypothesispytest"], 120),
+    # the file I/O around them against the staged build on chosen texts, every task in the test's process
+    "dedup-stages": Module("pipeline/dedup_stages.py", ["tests/test_dedup.py", "-p", "no:hypothesispytest", "-k", "quick"], 300),
 }
 
 

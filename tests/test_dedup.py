@@ -3,7 +3,8 @@
 The documents skip cleaning (:mod:`cpm.pipeline.prepared`) so that every text is what the test wrote;
 every other stage is the build's own. Builds are few and shared through module fixtures: one on the
 DirectRunner, the same documents shuffled into other chunks and partitions on two worker processes,
-and an ``--against`` build on top of the first. Each step alone: ``test_dedup_steps.py``.
+the same in four chunks with every task in this process (``quick``: what mutation testing of
+``dedup_stages.py`` runs), and ``--against`` builds on top of them. Each step alone: ``test_dedup_steps.py``.
 """
 
 from __future__ import annotations
@@ -80,14 +81,20 @@ def fixture_docs() -> list[dict]:
 def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = DedupConfig(), chunks: int = 2,
               workers: int = 1, partition_bytes: int = 8192) -> dict:
     """The staged build (:func:`cpm.pipeline.launcher.run_stages`) on ``docs``, as they are, in ``chunks``
-    chunks: on the DirectRunner with one worker, on a pool of local processes with more."""
+    chunks: on the DirectRunner with one worker, on a pool of local processes with more, every task in
+    this process with none."""
     from cpm.pipeline.graph import BuildJob
     from cpm.pipeline.launcher import BeamStages, LocalPool
     from cpm.pipeline.prepared import build_prepared
 
     sources = sorted({d["source"] for d in docs})
     job = BuildJob(sources, [], str(output_dir), str(output_dir), {}, config, partition_bytes=partition_bytes)
-    inner = LocalPool(workers, job) if workers > 1 else BeamStages(["--runner=DirectRunner", "--no_pipeline_type_check"])
+    if workers == 0:
+        inner = InProcess()
+    elif workers == 1:
+        inner = BeamStages(["--runner=DirectRunner", "--no_pipeline_type_check"])
+    else:
+        inner = LocalPool(workers, job)
     manifest = build_prepared([docs[i::chunks] for i in range(chunks)], job, inner)
 
     def rows(kind: str) -> dict[str, dict]:
@@ -95,12 +102,27 @@ def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = D
 
     index_file = output_dir / "dedup" / "index.json"
     return {
+        "dir": output_dir,
+        "workers": workers,
         "kept": rows("shards"),
         "rejected": rows("rejected"),
         "manifest": manifest,
         "stats": json.loads(index_file.read_text()) if index_file.exists() else None,
         "index": sorted((output_dir / "dedup").glob("signatures-*.minhash")),
     }
+
+
+class InProcess:
+    """Runs each task of a stage in this process, one after the other (the quickest executor)."""
+
+    def run(self, job, stage: str, tasks: list, params: dict) -> None:
+        from cpm.pipeline import graph
+
+        for task in tasks:
+            graph.run_task(job, stage, task, params)
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +132,25 @@ def docs() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory, docs) -> dict:
-    out = tmp_path_factory.mktemp("first") / "build"
-    return {"dir": out, **run_dedup(docs, out)}
+    return run_dedup(docs, tmp_path_factory.mktemp("first") / "build")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, docs) -> dict:
+    """The same documents in 4 chunks and more partitions, every task in this process."""
+    return run_dedup(docs, tmp_path_factory.mktemp("quick") / "build", chunks=4, workers=0, partition_bytes=5000)
+
+
+@pytest.fixture(params=["first", "quick"])
+def build(request) -> dict:
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
 def shuffled(tmp_path_factory, docs) -> dict:
-    out = tmp_path_factory.mktemp("shuffled") / "build"
     order = list(reversed(docs))
     random.Random(1).shuffle(order)
-    return {"dir": out, **run_dedup(order, out, chunks=3, workers=2, partition_bytes=30000)}
+    return run_dedup(order, tmp_path_factory.mktemp("shuffled") / "build", chunks=3, workers=2, partition_bytes=30000)
 
 
 def by_id(result: dict, doc_id: str) -> dict:
@@ -134,8 +165,8 @@ def survivor_of(result: dict, doc_id: str) -> str:
 # --------------------------------------------------------------------------- Beam runs
 
 
-def test_accounting_and_rejected_rows(first, docs):
-    kept, rejected = first["kept"], first["rejected"]
+def test_accounting_and_rejected_rows(build, docs):
+    kept, rejected = build["kept"], build["rejected"]
     assert len(kept) + len(rejected) == len(docs)
     assert set(kept) | set(rejected) == {d["id"] for d in docs} and not set(kept) & set(rejected)
     fields = {f.name for f in rejected_schema()}
@@ -150,36 +181,36 @@ def test_accounting_and_rejected_rows(first, docs):
     assert sum(row["dup_cluster_size"] for row in kept.values()) == len(docs)
 
 
-def test_reposts_collapse_to_one_survivor_chosen_by_the_rule(first):
-    kept, rejected = first["kept"], first["rejected"]
+def test_reposts_collapse_to_one_survivor_chosen_by_the_rule(build):
+    kept, rejected = build["kept"], build["rejected"]
     family = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed", "art-web"]
-    assert {survivor_of(first, d) for d in family} == {"art-web"}  # longest text, and from another source
+    assert {survivor_of(build, d) for d in family} == {"art-web"}  # longest text, and from another source
     assert kept["art-web"]["dup_cluster_size"] == 6
     # punctuation, script and whitespace variants are exact duplicates of the normalised text: the
     # group's first node (the longest text) is its representative, a near duplicate of art-web;
     # the four others are exact duplicates
     exact_group = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed"]
-    assert len({minhash.normalize_for_hash(by_id(first, d)["text"]) for d in exact_group}) == 1
-    assert max(exact_group, key=lambda d: len(by_id(first, d)["text"])) == "art-reflowed"
+    assert len({minhash.normalize_for_hash(by_id(build, d)["text"]) for d in exact_group}) == 1
+    assert max(exact_group, key=lambda d: len(by_id(build, d)["text"])) == "art-reflowed"
     assert rejected["art-reflowed"]["rule"] == RULE_NEAR
     assert {d: rejected[d]["rule"] for d in exact_group if d != "art-reflowed"} == dict.fromkeys(
         ["art", "art-copy", "art-halfwidth", "art-traditional"], RULE_EXACT)
     assert {rejected[d]["duplicate_of"] for d in exact_group} == {"art-web"}
     # cross-source near duplicate with 1% typos: equal length, so the smaller id hash survives
     pair = sorted(["story", "story-typos"], key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())
-    assert survivor_of(first, "story-typos") == survivor_of(first, "story") == pair[0]
+    assert survivor_of(build, "story-typos") == survivor_of(build, "story") == pair[0]
     assert rejected[pair[1]]["rule"] == RULE_NEAR and kept[pair[0]]["dup_cluster_size"] == 2
 
 
-def test_chain_is_one_cluster_with_one_survivor(first):
+def test_chain_is_one_cluster_with_one_survivor(build):
     a, b, c = (minhash.signature(first_text) for first_text in _chain_texts())
     assert minhash.exact_jaccard(*_chain_texts()[:2]) >= 0.8 and minhash.exact_jaccard(*_chain_texts()[1:]) >= 0.8
     assert minhash.exact_jaccard(_chain_texts()[0], _chain_texts()[2]) < 0.75
     assert minhash.estimated_jaccard(a, c) < 0.8
-    survivors = {survivor_of(first, d) for d in ("chain-a", "chain-b", "chain-c")}
+    survivors = {survivor_of(build, d) for d in ("chain-a", "chain-b", "chain-c")}
     assert len(survivors) == 1
     (survivor,) = survivors
-    assert first["kept"][survivor]["dup_cluster_size"] == 3
+    assert build["kept"][survivor]["dup_cluster_size"] == 3
     best = min(("chain-a", "chain-b", "chain-c"), key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())
     assert survivor == best  # equal lengths: smallest id hash
 
@@ -189,7 +220,7 @@ def _chain_texts() -> list[str]:
     return [by_id["chain-a"], by_id["chain-b"], by_id["chain-c"]]
 
 
-def test_borderline_estimate_is_confirmed_by_exact_jaccard(first, docs, tmp_path):
+def test_borderline_estimate_is_confirmed_by_exact_jaccard(build, docs, tmp_path):
     config = DedupConfig()
     low, high = config.exact_band
     assert 0.65 < low < 0.7 and high - config.threshold == pytest.approx(config.threshold - low)  # +-4 std at 0.8, 128 perms
@@ -203,55 +234,57 @@ def test_borderline_estimate_is_confirmed_by_exact_jaccard(first, docs, tmp_path
         assert low <= estimate < high and (estimate >= config.threshold) == (side == "over")  # the premise
         assert (minhash.exact_jaccard(texts[a], texts[b]) >= config.threshold) is duplicate
         assert set(band_keys(sig_a, bands, rows)) & set(band_keys(sig_b, bands, rows))  # an LSH candidate
-    rejected = first["rejected"]["border-above-cut"]
+    rejected = build["rejected"]["border-above-cut"]
     assert rejected["rule"] == RULE_NEAR and rejected["duplicate_of"] == "border-above"  # the longer text survives
-    assert first["kept"]["border-above"]["dup_cluster_size"] == 2
+    assert build["kept"]["border-above"]["dup_cluster_size"] == 2
     for doc_id in ("border-below", "border-below-cut", "border-over", "border-over-cut"):
-        assert first["kept"][doc_id]["dup_cluster_size"] == 1
+        assert build["kept"][doc_id]["dup_cluster_size"] == 1
 
     border = [d for d in docs if d["id"].startswith("border-")]
-    estimate_only = run_dedup(border, tmp_path / "estimate-only", DedupConfig(borderline_sigmas=0.0))
+    estimate_only = run_dedup(border, tmp_path / "estimate-only", DedupConfig(borderline_sigmas=0.0), workers=build["workers"])
     # what estimate-only confirmation got wrong: kept a duplicate, merged a non-duplicate
     assert set(estimate_only["kept"]) == {d["id"] for d in border} - {"border-over-cut"}
-    every_pair_exact = run_dedup(border, tmp_path / "exact", DedupConfig(exact_jaccard=True))
+    every_pair_exact = run_dedup(border, tmp_path / "exact", DedupConfig(exact_jaccard=True), workers=build["workers"])
     assert set(every_pair_exact["kept"]) == {d["id"] for d in border} - {"border-above-cut"}
 
 
-def test_unique_and_template_sharing_documents_survive(first, docs):
+def test_unique_and_template_sharing_documents_survive(build, docs):
     for doc in docs:
         if doc["id"].startswith(("unique-", "templated-")):
-            assert first["kept"][doc["id"]]["dup_cluster_size"] == 1
+            assert build["kept"][doc["id"]]["dup_cluster_size"] == 1
 
 
-def test_stats_and_signature_index(first):
-    stats = first["stats"]
+def test_stats_and_signature_index(build):
+    stats = build["stats"]
     assert stats["largest_cluster"] == {"survivor": "art-web", "size": 6}
-    assert stats["kept"] == len(first["kept"])
-    rules = [row["rule"] for row in first["rejected"].values()]
+    assert stats["kept"] == len(build["kept"])
+    rules = [row["rule"] for row in build["rejected"].values()]
     assert (stats["exact_duplicates"], stats["near_duplicates"]) == (rules.count(RULE_EXACT), rules.count(RULE_NEAR))
     assert stats["unconverged_nodes"] == 0 and stats["config"]["threshold"] == 0.8 and (stats["bands"], stats["rows"]) == DedupConfig().bands
-    counters = first["manifest"]["counters"]["dedup"]
+    counters = build["manifest"]["counters"]["dedup"]
     assert (counters["exact_duplicates"], counters["near_duplicates"], counters["largest_cluster_size"]) == (
         stats["exact_duplicates"], stats["near_duplicates"], 6)
-    assert [e["path"] for e in stats["shards"]] == [str(p.relative_to(first["dir"])) for p in first["index"]]
-    table = read_table(first["index"][0], "signatures")
+    assert [e["path"] for e in stats["shards"]] == [str(p.relative_to(build["dir"])) for p in build["index"]]
+    table = read_table(build["index"][0], "signatures")
     ids = table.column("id").to_pylist()
-    assert sorted(ids) == ids and set(ids) == set(first["kept"])
-    kept_text = first["kept"]["art-web"]["text"]
+    assert sorted(ids) == ids and set(ids) == set(build["kept"])
+    kept_text = build["kept"]["art-web"]["text"]
     row = ids.index("art-web")
     np.testing.assert_array_equal(np.array(table.column("signature")[row].as_py(), dtype=np.uint32), minhash.signature(kept_text))
 
 
-def test_same_result_for_any_input_order_and_worker_count(first, shuffled):
-    assert shuffled["kept"] == first["kept"]
-    assert shuffled["rejected"] == first["rejected"]
-    assert [p.name for p in shuffled["index"]] == [p.name for p in first["index"]]
-    for a, b in zip(first["index"], shuffled["index"]):
+@pytest.mark.parametrize("other", ["shuffled", "quick"])
+def test_same_result_for_any_input_order_chunking_and_worker_count(first, other, request):
+    other = request.getfixturevalue(other)
+    assert other["kept"] == first["kept"]
+    assert other["rejected"] == first["rejected"]
+    assert [p.name for p in other["index"]] == [p.name for p in first["index"]]
+    for a, b in zip(first["index"], other["index"]):
         assert a.read_bytes() == b.read_bytes()
-    assert (first["dir"] / "dedup" / "index.json").read_bytes() == (shuffled["dir"] / "dedup" / "index.json").read_bytes()
+    assert (first["dir"] / "dedup" / "index.json").read_bytes() == (other["dir"] / "dedup" / "index.json").read_bytes()
 
 
-def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs, caplog):
+def test_against_removes_new_copies_of_old_documents_only(tmp_path, build, docs, caplog):
     import logging
 
     import opencc
@@ -266,18 +299,19 @@ def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs,
         make_doc("unique-0", next(d["text"] for d in docs if d["id"] == "unique-0") + "补充说明这是一段较长的新增内容" * 3),  # old id, new text
     ]
     with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(first["dir"]),), huge_cluster=2), chunks=1)
+        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(build["dir"]),), huge_cluster=2), chunks=1,
+                           workers=build["workers"])
     assert "huge duplicate cluster of 2 documents" in caplog.text  # the warning threshold is lowered to 2 here
     rejected, kept = result["rejected"], result["kept"]
     assert rejected["new-art"]["rule"] == RULE_EXACT and rejected["new-art"]["duplicate_of"] == "art-web"
-    chain_survivor = survivor_of(first, "chain-b")
+    chain_survivor = survivor_of(build, "chain-b")
     assert rejected["new-chain"]["rule"] == RULE_NEAR and rejected["new-chain"]["duplicate_of"] == chain_survivor
     assert rejected["unique-0"]["duplicate_of"] == "unique-0"  # the old document, never removed
     # new documents still dedup among themselves; the old build is never part of the output
     assert len(kept) + len(rejected) == len(new_docs)
     assert set(kept) == {"new-unique"} or set(kept) == {"new-unique-copy"}
     assert next(iter(kept.values()))["dup_cluster_size"] == 2
-    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(first["dir"])]
+    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(build["dir"])]
 
 
 def test_no_dedup_keeps_every_copy_and_writes_no_index(tmp_path, docs):

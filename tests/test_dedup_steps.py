@@ -427,3 +427,14 @@ def test_config_bounds_and_bands_are_accepted():
     assert DedupConfig(threshold=0.05, borderline_sigmas=10).exact_band[0] == 0.0
     assert config.bands == (25, 5)
     assert config.index_metadata() == {"ngram": "5", "seed": "1", "hash_scheme": minhash.HASH_SCHEME}
+
+
+def test_defaults_are_the_documented_ones():
+    """docs/dedup.md and the ``config`` block of every ``dedup/index.json`` written so far."""
+    from dataclasses import asdict
+
+    assert asdict(DedupConfig()) == {
+        "enabled": True, "threshold": 0.8, "num_perm": 128, "ngram": 5, "against": (), "exact_jaccard": False,
+        "seed": 1, "lsh_recall": 0.999, "borderline_sigmas": 4.0, "cc_rounds": 10, "huge_cluster": 1000,
+    }
+    assert MAX_BUCKET_PAIRS == 64 and BAND_KEY_BYTES == 10
