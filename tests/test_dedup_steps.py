@@ -155,27 +155,6 @@ def test_shared_buckets_are_the_keys_met_at_least_twice():
     assert list(shared_buckets(matrix[[0]])) == []
 
 
-def test_bucket_pairs_bounds_work_in_large_buckets():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    count = MAX_BUCKET_PAIRS + 300
-    members = [(node_key(f"d{i}", 100, "o"), base.tobytes()) for i in range(count)]
-    random.Random(0).shuffle(members)
-    pairs = list(bucket_pairs(members, 0.8, 128))
-    assert len(pairs) == MAX_BUCKET_PAIRS * (MAX_BUCKET_PAIRS - 1) // 2 + (count - MAX_BUCKET_PAIRS) * MAX_BUCKET_PAIRS
-    assert len(set((a, b) for a, b, _ in pairs)) == len(pairs) and all(a < b for a, b, _ in pairs)
-    assert sorted(pairs) == sorted(bucket_pairs(list(reversed(members)), 0.8, 128))  # any member order
-    pivots = sorted(k for k, _ in members)[:MAX_BUCKET_PAIRS]
-    assert {a for a, _, _ in pairs} == set(pivots[:-1]) | set(pivots)  # every pair involves a pivot
-    old = [(node_key("o1", 5, None, old=True), base.tobytes()), (node_key("o2", 5, None, old=True), base.tobytes())]
-    assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
-    other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
-    (a, _), (b, _) = sorted(members[:2])
-    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
-    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
-
-
 def test_bucket_pairs_compare_every_pair_of_a_small_bucket_with_its_estimate():
     """All pairs of a bucket at most MAX_BUCKET_PAIRS large, against the share of equal min-hashes
     computed pair by pair."""
@@ -201,25 +180,6 @@ def test_bucket_pairs_compare_every_pair_of_a_small_bucket_with_its_estimate():
     assert list(bucket_pairs([(new, base.tobytes()), (other, at.tobytes())], 0.75, 128)) == [
         (min(new, other), max(new, other), 0.75)]  # at the threshold: a pair
     assert list(bucket_pairs([(new, base.tobytes()), (other, at.tobytes())], 0.76, 128)) == []
-
-
-def test_bucket_pairs_in_a_large_bucket_compare_every_member_with_every_pivot():
-    """Beyond MAX_BUCKET_PAIRS members: pivot pairs, then each later member (in blocks) with each pivot."""
-    rng = np.random.default_rng(5)
-    base = rng.integers(0, 2**32, size=NUM_PERM, dtype=np.uint32)
-    members = []
-    for i in range(MAX_BUCKET_PAIRS + 600):  # more than two blocks beyond the pivots
-        s = base.copy()
-        s[rng.choice(NUM_PERM, size=int(rng.integers(0, 50)), replace=False)] += 1
-        members.append((node_key(f"d{i:04d}", 100, "o"), s.tobytes()))
-    pivots = sorted(members)[:MAX_BUCKET_PAIRS]
-    expected = set()
-    for ka, sa in pivots:
-        for kb, sb in members:
-            estimate = float((np.frombuffer(sa, np.uint32) == np.frombuffer(sb, np.uint32)).mean())
-            if ka < kb and estimate >= 0.7:
-                expected.add((ka, kb, estimate))
-    assert set(bucket_pairs(members, 0.7, NUM_PERM)) == expected
 
 
 def test_candidate_pairs_are_unique_and_sorted_across_buckets():
@@ -287,6 +247,15 @@ def test_confirm_edges_decide_borderline_pairs_by_exact_jaccard():
     below, dup = node_key("below", 800, "o"), node_key("dup", 1100, "o")
     strict = confirm_edges([Candidate(min(below, dup), max(below, dup), 0.99)], DedupConfig(exact_jaccard=True), fetch)
     assert strict == ([], 1, 0) and substring_jaccard(texts[below], texts[dup]) < 0.8
+
+
+def test_an_exact_jaccard_equal_to_the_threshold_is_a_duplicate():
+    base = minhash.normalize_for_hash(random_text(random.Random(13), 1004))
+    a, b = node_key("a", 1004, "o"), node_key("b", 804, "o")
+    texts = {a: base, b: base[:804]}  # 800 of 1000 five-grams: J = 0.8 exactly
+    assert substring_jaccard(base, base[:804]) == 0.8
+    confirmed = confirm_edges([Candidate(a, b, 0.75)], DedupConfig(), lambda keys: {k: texts[k] for k in keys})
+    assert confirmed == ([Edge(a, b)], 1, 1)
 
 
 def test_confirm_edges_uses_the_configured_ngram_and_threshold():
@@ -429,6 +398,16 @@ def test_config_bounds_and_bands_are_accepted():
     assert config.index_metadata() == {"ngram": "5", "seed": "1", "hash_scheme": minhash.HASH_SCHEME}
 
 
+def test_a_config_cannot_change_once_made():
+    """One config is shared by every task of a build (and pickled to its workers)."""
+    from dataclasses import FrozenInstanceError
+
+    config = DedupConfig()
+    with pytest.raises(FrozenInstanceError):
+        config.threshold = 0.5  # type: ignore[misc]
+    assert hash(config) == hash(DedupConfig()) and config == DedupConfig() != DedupConfig(ngram=4)
+
+
 def test_defaults_are_the_documented_ones():
     """docs/dedup.md and the ``config`` block of every ``dedup/index.json`` written so far."""
     from dataclasses import asdict
@@ -438,3 +417,46 @@ def test_defaults_are_the_documented_ones():
         "seed": 1, "lsh_recall": 0.999, "borderline_sigmas": 4.0, "cc_rounds": 10, "huge_cluster": 1000,
     }
     assert MAX_BUCKET_PAIRS == 64 and BAND_KEY_BYTES == 10
+
+
+# --------------------------------------------------------------------------- the slowest tests last (mutation runs stop at the first failure)
+
+
+def test_bucket_pairs_bounds_work_in_large_buckets():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    count = MAX_BUCKET_PAIRS + 300
+    members = [(node_key(f"d{i}", 100, "o"), base.tobytes()) for i in range(count)]
+    random.Random(0).shuffle(members)
+    pairs = list(bucket_pairs(members, 0.8, 128))
+    assert len(pairs) == MAX_BUCKET_PAIRS * (MAX_BUCKET_PAIRS - 1) // 2 + (count - MAX_BUCKET_PAIRS) * MAX_BUCKET_PAIRS
+    assert len(set((a, b) for a, b, _ in pairs)) == len(pairs) and all(a < b for a, b, _ in pairs)
+    assert sorted(pairs) == sorted(bucket_pairs(list(reversed(members)), 0.8, 128))  # any member order
+    pivots = sorted(k for k, _ in members)[:MAX_BUCKET_PAIRS]
+    assert {a for a, _, _ in pairs} == set(pivots[:-1]) | set(pivots)  # every pair involves a pivot
+    old = [(node_key("o1", 5, None, old=True), base.tobytes()), (node_key("o2", 5, None, old=True), base.tobytes())]
+    assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
+    other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
+    assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
+    (a, _), (b, _) = sorted(members[:2])
+    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
+    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
+
+
+def test_bucket_pairs_in_a_large_bucket_compare_every_member_with_every_pivot():
+    """Beyond MAX_BUCKET_PAIRS members: pivot pairs, then each later member (in blocks) with each pivot."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 2**32, size=NUM_PERM, dtype=np.uint32)
+    members = []
+    for i in range(MAX_BUCKET_PAIRS + 600):  # more than two blocks beyond the pivots
+        s = base.copy()
+        s[rng.choice(NUM_PERM, size=int(rng.integers(0, 50)), replace=False)] += 1
+        members.append((node_key(f"d{i:04d}", 100, "o"), s.tobytes()))
+    pivots = sorted(members)[:MAX_BUCKET_PAIRS]
+    expected = set()
+    for ka, sa in pivots:
+        for kb, sb in members:
+            estimate = float((np.frombuffer(sa, np.uint32) == np.frombuffer(sb, np.uint32)).mean())
+            if ka < kb and estimate >= 0.7:
+                expected.add((ka, kb, estimate))
+    assert set(bucket_pairs(members, 0.7, NUM_PERM)) == expected
