@@ -279,14 +279,6 @@ def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
     return [key.tobytes() for key in keys]
 
 
-
-
-def band_keys(signature: np.ndarray, bands: int, rows: int) -> list[bytes]:
-    """One bucket key per band: the band number and a 64-bit hash of its rows."""
-    keys = band_key_matrix(np.asarray(signature, dtype=np.uint32).reshape(1, -1), bands, rows)[0]
-    return [key.tobytes() for key in keys]
-
-
 class BandEntries(NamedTuple):
     """Band keys of representatives, one entry per (representative, band), as parallel arrays."""
 
