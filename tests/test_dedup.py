@@ -83,6 +83,7 @@ def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = D
     """The staged build (:func:`cpm.pipeline.launcher.run_stages`) on ``docs``, as they are, in ``chunks``
     chunks: on the DirectRunner with one worker, on a pool of local processes with more, every task in
     this process with none."""
+    from cpm.pipeline import graph
     from cpm.pipeline.graph import BuildJob
     from cpm.pipeline.launcher import BeamStages, LocalPool
     from cpm.pipeline.prepared import build_prepared
@@ -101,7 +102,11 @@ def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = D
         return {r["id"]: r for path in sorted((output_dir / kind).glob("*.arrow")) for r in read_table(path).to_pylist()}
 
     index_file = output_dir / "dedup" / "index.json"
+    lsh = []
+    while config is not None and graph.task_done(job, "lsh", len(lsh)):
+        lsh.append(graph.task_result(job, "lsh", len(lsh)))
     return {
+        "lsh": lsh,
         "dir": output_dir,
         "workers": workers,
         "kept": rows("shards"),
@@ -246,6 +251,27 @@ def test_borderline_estimate_is_confirmed_by_exact_jaccard(build, docs, tmp_path
     assert set(estimate_only["kept"]) == {d["id"] for d in border} - {"border-over-cut"}
     every_pair_exact = run_dedup(border, tmp_path / "exact", DedupConfig(exact_jaccard=True), workers=build["workers"])
     assert set(every_pair_exact["kept"]) == {d["id"] for d in border} - {"border-above-cut"}
+
+
+def test_lsh_tasks_count_their_candidates_and_decisions(build):
+    """Each LSH partition's counts (``bench_dedup_quality.py`` reports them): the edges come from the
+    candidates, some by exact Jaccard in the borderline band; a partition without a shared bucket
+    counts nothing."""
+    assert len(build["lsh"]) > 1
+    for counts in build["lsh"]:
+        assert 0 <= counts["by_exact"] <= counts["borderline"] <= counts["candidates"]
+        assert counts["by_exact"] <= counts["edges"] <= counts["candidates"]
+    total = {name: sum(c[name] for c in build["lsh"]) for name in ("candidates", "edges", "borderline", "by_exact")}
+    assert total["borderline"] >= 3 and total["by_exact"] >= 1  # the border-* pairs; border-above is a duplicate
+
+
+def test_quick_build_of_unique_documents_compares_nothing(tmp_path):
+    rng = random.Random(4)
+    docs = [make_doc(f"u{i}", random_text(rng, 300)) for i in range(4)]
+    result = run_dedup(docs, tmp_path / "unique", chunks=2, workers=0, partition_bytes=600)
+    assert set(result["kept"]) == {d["id"] for d in docs} and not result["rejected"]
+    assert len(result["lsh"]) > 1 and all(
+        c == {"candidates": 0, "edges": 0, "borderline": 0, "by_exact": 0} for c in result["lsh"])
 
 
 def test_unique_and_template_sharing_documents_survive(build, docs):
