@@ -370,8 +370,6 @@ def bucket_pairs(members: Iterable[tuple[str, bytes]], threshold: float, num_per
         yield from compare(block)
 
 
-
-
 def candidate_pairs(buckets: Iterable[Sequence[tuple[str, bytes]]], low: float, num_perm: int) -> list[Candidate]:
     """Every pair of :func:`bucket_pairs` over ``buckets`` ((node key, signature) members each),
     once however many buckets share it, sorted."""

@@ -107,6 +107,7 @@ def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = D
         lsh.append(graph.task_result(job, "lsh", len(lsh)))
     return {
         "lsh": lsh,
+        "components": graph.task_result(job, "components", 0) if config is not None else None,
         "dir": output_dir,
         "workers": workers,
         "kept": rows("shards"),
@@ -263,6 +264,9 @@ def test_lsh_tasks_count_their_candidates_and_decisions(build):
         assert counts["by_exact"] <= counts["edges"] <= counts["candidates"]
     total = {name: sum(c[name] for c in build["lsh"]) for name in ("candidates", "edges", "borderline", "by_exact")}
     assert total["borderline"] >= 3 and total["by_exact"] >= 1  # the border-* pairs; border-above is a duplicate
+    # the components task: every node with an edge; all but each cluster's survivor are near duplicates
+    near = [row for row in build["rejected"].values() if row["rule"] == RULE_NEAR]
+    assert build["components"] == {"nodes": len(near) + len({row["duplicate_of"] for row in near}), "labelled": len(near)}
 
 
 def test_quick_build_of_unique_documents_compares_nothing(tmp_path):
@@ -311,13 +315,16 @@ def test_same_result_for_any_input_order_chunking_and_worker_count(first, other,
 
 
 def test_against_removes_new_copies_of_old_documents_only(tmp_path, build, docs, caplog):
+    """Against two earlier builds: the shared one, and one of a single document."""
     import logging
 
     import opencc
 
     rng = random.Random(11)
-    fresh = random_text(rng, 600)
+    fresh, other = random_text(rng, 600), random_text(rng, 700)
+    earlier = run_dedup([make_doc("old-other", other)], tmp_path / "other", workers=build["workers"])["dir"]
     new_docs = [
+        make_doc("new-other", other[:-10] + random_text(rng, 10)),  # a near copy of the other build's document
         make_doc("new-art", opencc.OpenCC("s2t").convert(ARTICLE + BOILERPLATE), "webpage"),  # exact after normalisation
         make_doc("new-chain", random_text(random.Random(0), 5) + _chain_texts()[1][5:]),  # near copy of the old chain survivor's neighbour
         make_doc("new-unique", fresh),
@@ -325,20 +332,21 @@ def test_against_removes_new_copies_of_old_documents_only(tmp_path, build, docs,
         make_doc("unique-0", next(d["text"] for d in docs if d["id"] == "unique-0") + "补充说明这是一段较长的新增内容" * 3),  # old id, new text
     ]
     with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(build["dir"]),), huge_cluster=2), chunks=1,
-                           workers=build["workers"])
+        config = DedupConfig(against=(str(build["dir"]), str(earlier)), huge_cluster=2)
+        result = run_dedup(new_docs, tmp_path / "second", config, chunks=1, workers=build["workers"])
     assert "huge duplicate cluster of 2 documents" in caplog.text  # the warning threshold is lowered to 2 here
     rejected, kept = result["rejected"], result["kept"]
     assert rejected["new-art"]["rule"] == RULE_EXACT and rejected["new-art"]["duplicate_of"] == "art-web"
     chain_survivor = survivor_of(build, "chain-b")
     assert rejected["new-chain"]["rule"] == RULE_NEAR and rejected["new-chain"]["duplicate_of"] == chain_survivor
     assert rejected["unique-0"]["duplicate_of"] == "unique-0"  # the old document, never removed
+    assert (rejected["new-other"]["rule"], rejected["new-other"]["duplicate_of"]) == (RULE_NEAR, "old-other")
     # new documents still dedup among themselves; the old build is never part of the output
     assert len(kept) + len(rejected) == len(new_docs)
     assert set(kept) == {"new-unique-copy"}  # the longer text of two exact duplicates
     assert (rejected["new-unique"]["rule"], rejected["new-unique"]["duplicate_of"]) == (RULE_EXACT, "new-unique-copy")
     assert next(iter(kept.values()))["dup_cluster_size"] == 2
-    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(build["dir"])]
+    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(build["dir"]), str(earlier)]
 
 
 def test_no_dedup_keeps_every_copy_and_writes_no_index(tmp_path, docs):
