@@ -3,9 +3,9 @@
 Documents are runs of 4-9 consecutive People's Daily 1998 paragraphs (``../shared/data/zh``).
 Some originals get variants made the way reposts differ in the wild; others stay unique;
 a third group are different articles wrapped in the same long site template (negatives).
-The set goes through :class:`cpm.pipeline.dedup.Deduplicate` in a Beam pipeline on the
-DirectRunner, exactly as ``cpm corpus build`` runs it, and the table reports, per category,
-the share of documents removed. Ground truth:
+The set goes through the stages of ``cpm corpus build`` on the DirectRunner (cleaning skipped,
+:mod:`cpm.pipeline.prepared`, so that the variants stay as made), and the table reports, per
+category, the share of documents removed. Ground truth:
 
 * a repost counts as removed when it and its original end up with the same survivor (either
   may be the survivor: the rule keeps the longest text, often the repost with boilerplate);
@@ -38,7 +38,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import shutil
@@ -197,33 +196,29 @@ def ground_truth_clusters(rows: list[dict], threshold: float, ngram: int = 5) ->
     return connected_components(graph, directed=False)[1].tolist()
 
 
-def run_beam(rows: list[dict], config, workdir: Path) -> tuple[dict[str, int], dict[str, str], float, dict[str, int]]:
-    import apache_beam as beam
-    from apache_beam.metrics.metric import MetricsFilter
-    from apache_beam.options.pipeline_options import PipelineOptions
+def run_build(rows: list[dict], config, workdir: Path) -> tuple[dict[str, int], dict[str, str], float, dict[str, int]]:
+    """The staged build of ``cpm corpus build`` (cleaning skipped, :mod:`cpm.pipeline.prepared`) on the
+    DirectRunner, in this process: kept {id: cluster size}, rejected {id: survivor}, seconds, LSH counts."""
+    from cpm.pipeline import graph
+    from cpm.pipeline.graph import BuildJob
+    from cpm.pipeline.launcher import BeamStages
+    from cpm.pipeline.prepared import build_prepared
+    from cpm.shards.io import read_table
 
-    from cpm.pipeline.dedup import NAMESPACE, Deduplicate
-
-    fields = ("id", "source", "text", "num_chars", "origin")
     out = workdir / f"out-{config.ngram}-{config.num_perm}-{config.exact_jaccard}-{config.lsh_recall}-{config.borderline_sigmas}"
     shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    source = out / "input.jsonl"  # read by the pipeline, as the job reads its inputs (beam.Create would pickle them)
-    source.write_text("".join(json.dumps({k: r[k] for k in fields}, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    docs = [{k: r[k] for k in ("id", "source", "text", "origin")} for r in rows]
+    job = BuildJob(sorted({d["source"] for d in docs}), [], str(out), str(out), {}, config)
     start, cpu_start = time.perf_counter(), time.process_time()
-    p = beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
-    docs = p | beam.io.ReadFromText(str(source)) | "Parse" >> beam.Map(json.loads)
-    result = docs | Deduplicate(config, str(out))
-    _ = result.kept | "KeptJson" >> beam.Map(lambda d: json.dumps([d["id"], d["dup_cluster_size"]])) | "WriteKept" >> beam.io.WriteToText(str(out / "kept"))
-    _ = result.rejected | "RejJson" >> beam.Map(lambda d: json.dumps([d["id"], d["duplicate_of"]])) | "WriteRej" >> beam.io.WriteToText(str(out / "rejected"))
-    run = p.run()
-    run.wait_until_finish()
+    build_prepared([docs], job, BeamStages(["--runner=DirectRunner", "--no_pipeline_type_check"]))
     seconds = time.perf_counter() - start
-    counters: dict[str, int] = Counter(cpu_seconds=time.process_time() - cpu_start)  # the DirectRunner runs in this process
-    for metric in run.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        counters[metric.key.metric.name] += metric.committed or metric.attempted or 0
-    kept = dict(json.loads(line) for f in out.glob("kept-*") for line in f.read_text().splitlines())
-    rejected = dict(json.loads(line) for f in out.glob("rejected-*") for line in f.read_text().splitlines())
+    counters: dict[str, float] = Counter(cpu_seconds=time.process_time() - cpu_start)  # the DirectRunner runs in this process
+    part = 0
+    while graph.task_done(job, "lsh", part):
+        counters.update(graph.task_result(job, "lsh", part))
+        part += 1
+    kept = {r["id"]: r["dup_cluster_size"] for f in sorted((out / "shards").glob("*.arrow")) for r in read_table(f).to_pylist()}
+    rejected = {r["id"]: r["duplicate_of"] for f in sorted((out / "rejected").glob("*.arrow")) for r in read_table(f).to_pylist()}
     return kept, rejected, seconds, dict(counters)
 
 
@@ -355,7 +350,7 @@ def main() -> None:
     try:
         summary = []
         for config in configs:
-            kept, rejected, seconds, counters = run_beam(rows, config, workdir)
+            kept, rejected, seconds, counters = run_build(rows, config, workdir)
             result = evaluate(rows, kept, rejected, clusters, args.threshold)
             name = "default" if config == configs[0] else "baseline (previous default)" if config == configs[1] else "sweep"
             print_report(name, config, rows, result, seconds)
@@ -365,7 +360,7 @@ def main() -> None:
             margin = ngram_margin(rows, config.ngram)
             confirm = "exact" if config.exact_jaccard else "estimate" if config.borderline_sigmas == 0 else f"exact in [{config.exact_band[0]:.3f}, {config.exact_band[1]:.3f})"
             work = (f"{config.bands[0]}x{config.bands[1]}", f"{result['one_survivor']}/{result['no_survivor']}/{result['more_survivors']}",
-                    counters.get("compared_pairs", 0), counters.get("borderline_pairs", 0), counters.get("edges_by_exact_jaccard", 0), counters["cpu_seconds"])
+                    counters.get("candidates", 0), counters.get("borderline", 0), counters.get("by_exact", 0), counters["cpu_seconds"])
             summary.append((*work, config.ngram, f"{config.num_perm} {confirm}", removed_high, min(by[c]["removed"] for c in ("halfwidth_punct", "traditional", "trad+boilerplate") if c in by),
                             by["unique"]["removed"], by["template_negative"]["removed"], result["precision"], result["recall"], seconds, *margin))
         print("\n## summary (targets: J>=0.8 removed >= 95%, punct/trad removed >= 90%, unique <= 0.5%, template 0)\n")

@@ -99,13 +99,10 @@ MODULES: dict[str, Module] = {
         functions=("resume_training", "restore_loader", "trainer_state", "get_rng_states", "set_rng_states",
                    "truncate_metrics"),
     ),
-    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup.py"], 900),
-    # the pure functions of dedup.py against the tests that need no Beam pipeline (seconds, not minutes)
-    "dedup-core": Module(
-        "pipeline/dedup.py", ["tests/test_dedup.py", "-k", "bloom_filter or node_keys or large_star or bucket_pairs"], 120,
-        functions=("_short_hash", "node_key", "key_id", "is_old", "bucket_pairs", "large_star", "small_star",
-                   "bloom_positions", "bloom_contains"),
-    ),
+    # the steps of dedup against their unit tests (no Beam, seconds per mutant)
+    "dedup": Module("pipeline/dedup.py", ["tests/test_dedup_steps.py", "-p", "no:hypothesispytest"], 120),
+    # the file I/O around them against the staged build on chosen texts, every task in the test's process
+    "dedup-stages": Module("pipeline/dedup_stages.py", ["tests/test_dedup.py", "-p", "no:hypothesispytest", "-k", "quick"], 300),
 }
 
 

@@ -182,20 +182,16 @@ def write_chunk_docs(job: BuildJob, name: str, docs: list[dict[str, Any]]) -> No
     """A chunk's documents with node key, digest and signature: an uncompressed Arrow file."""
     import pyarrow as pa
 
-    from cpm.pipeline.dedup import doc_node_key
+    from cpm.pipeline.dedup import doc_node_key, sign_documents
 
     for doc in docs:
         doc["node_key"] = doc_node_key(doc)
         doc["text_digest"] = doc["signature"] = None
     if job.dedup_enabled:
-        from cpm.pipeline.minhash import sign_batch
-
-        config = job.dedup
         for start in range(0, len(docs), SIGN_BATCH):
             batch = docs[start : start + SIGN_BATCH]
-            sigs, digests = sign_batch([d["text"] for d in batch], config.num_perm, config.ngram, config.seed)
-            for doc, sig, digest in zip(batch, sigs, digests):
-                doc["signature"], doc["text_digest"] = sig.tobytes(), digest
+            for doc, signed in zip(batch, sign_documents([d["text"] for d in batch], job.dedup)):
+                doc["signature"], doc["text_digest"] = signed.signature, signed.digest
     schema = chunk_schema()
     table = pa.Table.from_pylist(docs, schema=schema)
     path = job.path("clean", f"{name}.arrow")
@@ -210,6 +206,7 @@ def write_chunk_docs(job: BuildJob, name: str, docs: list[dict[str, Any]]) -> No
 def write_partition_entries(job: BuildJob, name: str, docs: list[dict[str, Any]], partitions: int) -> None:
     """(id, origin key, row) by id partition; with dedup, (digest, node key, chunk, row, signature)
     by digest partition."""
+    from cpm.pipeline.dedup import ExactEntry
     from cpm.pipeline.rows import origin_key
 
     chunk = int(name)
@@ -222,7 +219,7 @@ def write_partition_entries(job: BuildJob, name: str, docs: list[dict[str, Any]]
         exact: dict[int, list] = {}
         for row, doc in enumerate(docs):
             digest = doc["text_digest"]
-            exact.setdefault(hash_partition(digest, partitions), []).append((digest, doc["node_key"], chunk, row, doc["signature"]))
+            exact.setdefault(hash_partition(digest, partitions), []).append(ExactEntry(digest, doc["node_key"], chunk, row, doc["signature"]))
         spill.write_partitioned(job.path("clean", f"{name}.exact"), exact)
 
 
@@ -279,74 +276,50 @@ def all_losers(job: BuildJob) -> dict[int, dict[int, str]]:
 # --------------------------------------------------------------------------- fates
 
 def fates_task(job: BuildJob, task: int, params: dict) -> dict:
-    """Each document of a chunk kept (cluster size) or rejected; sizes and dedup counts."""
-    from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR
+    """Each document of a chunk kept (cluster size) or rejected (:func:`~cpm.pipeline.dedup.choose_fate`);
+    sizes and dedup counts."""
+    from cpm.pipeline.dedup import RULE_DUPLICATE_ID, RULE_EXACT, RULE_NEAR, Components, choose_fate
     from cpm.pipeline.rows import MAX_REJECTED_TEXT_CHARS
 
     name = chunk_name(task)
     losers = all_losers(job).get(task, {})
-    rep_of: dict[int, tuple[str, int]] = {}
-    labels: dict[str, str] = {}
-    sizes: dict[str, int] = {}
-    detail = ""
-    if job.dedup_enabled:
+    exact: dict = {}
+    components = Components({}, {})
+    config = job.dedup if job.dedup_enabled else None
+    if config is not None:
         from cpm.pipeline.dedup_stages import exact_fates, load_components
 
-        rep_of = exact_fates(job, task, params["partitions"])
-        labels, sizes = load_components(job)
-        config = job.dedup
-        detail = f"character {config.ngram}-gram Jaccard >= {config.threshold} (num_perm={config.num_perm})"
-    fates: list[tuple] = []
+        exact = exact_fates(job, task, params["partitions"])
+        components = load_components(job)
+    fates = []
     result = {"kept": 0, "kept_bytes": 0, "rejected_bytes": 0, "exact": 0, "near": 0, "largest": None}
-    columns = ["id", "num_chars", "node_key"]
     row = 0
-    for batch in chunk_batches(job.path("clean", f"{name}.arrow"), columns):
+    for batch in chunk_batches(job.path("clean", f"{name}.arrow"), ["id", "num_chars", "node_key"]):
         for doc in batch:
-            fate = _fate(doc, losers.get(row), rep_of.get(row), labels, sizes, detail, job.dedup_enabled)
+            fate = choose_fate(doc["node_key"], losers.get(row), exact.get(row), components, config)
             fates.append(fate)
-            if fate[0] == "keep":
+            if fate.kept:
                 result["kept"] += 1
                 result["kept_bytes"] += doc["num_chars"] * 5 + 200
-                candidate = (-fate[1], doc["id"])
-                if job.dedup_enabled and (result["largest"] is None or candidate < result["largest"]):
+                candidate = (-fate.cluster_size, doc["id"])
+                if config is not None and (result["largest"] is None or candidate < result["largest"]):
                     result["largest"] = candidate
             else:
-                chars = min(doc["num_chars"], MAX_REJECTED_TEXT_CHARS) if fate[0] == "duplicate_id" else doc["num_chars"]
+                chars = min(doc["num_chars"], MAX_REJECTED_TEXT_CHARS) if fate.rule == RULE_DUPLICATE_ID else doc["num_chars"]
                 result["rejected_bytes"] += chars * 5 + 200
-                result["exact"] += fate[0] == "reject" and fate[1] == RULE_EXACT
-                result["near"] += fate[0] == "reject" and fate[1] == RULE_NEAR
+                result["exact"] += fate.rule == RULE_EXACT
+                result["near"] += fate.rule == RULE_NEAR
             row += 1
     spill.write_object(job.path("fates", name), fates)
     return result
-
-
-def _fate(doc, winner, rep, labels, sizes, detail, dedup) -> tuple:
-    """("keep", cluster size) | ("duplicate_id", first origin) | ("reject", rule, survivor id, detail)."""
-    from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR, key_id
-
-    if winner is not None:
-        return ("duplicate_id", winner)
-    if not dedup:
-        return ("keep", 1)
-    if rep is None:  # cannot happen: every document has a fate; keep rather than lose it
-        return ("keep", 1)
-    key = doc["node_key"]
-    rep_key, multiplicity = rep
-    if rep_key != key:
-        survivor = labels.get(rep_key, rep_key)
-        return ("reject", RULE_EXACT, key_id(survivor), f"exact copy of {key_id(rep_key)} after normalisation")
-    if key in labels:
-        return ("reject", RULE_NEAR, key_id(labels[key]), f"{detail} with a document of its cluster")
-    return ("keep", int(sizes.get(key, multiplicity)))
 
 
 # --------------------------------------------------------------------------- apply
 
 def apply_task(job: BuildJob, task: int, params: dict) -> dict:
     """Segment a chunk's kept documents; its rows, rejections and index rows sorted per output shard."""
-    from cpm.pipeline.rows import (
-        document_shard, document_sort_key, rejected_counts, rejected_shard, rejected_sort_key, rejection_row,
-    )
+    from cpm.pipeline.dedup import index_row, kept_row, rejected_row
+    from cpm.pipeline.rows import document_shard, document_sort_key, rejected_counts, rejected_shard, rejected_sort_key
     from cpm.tokenizer.segment import cut_batch
 
     name = chunk_name(task)
@@ -371,25 +344,15 @@ def apply_task(job: BuildJob, task: int, params: dict) -> dict:
         for doc in batch:
             fate = fates[row]
             row += 1
-            if fate[0] == "keep":
+            if fate.kept:
                 if job.dedup_enabled:
-                    index_rows.append({"id": doc["id"], "source": doc["source"], "num_chars": int(doc["num_chars"]),
-                                       "text_digest": doc["text_digest"], "signature": doc["signature"]})
-                for extra in ("node_key", "text_digest", "signature"):
-                    del doc[extra]
-                doc["dup_cluster_size"] = fate[1]
-                pending.append(doc)
+                    index_rows.append(index_row(doc))
+                pending.append(kept_row(doc, fate))
                 if len(pending) == SEGMENT_BATCH:
                     segment(pending)
                     pending = []
-            elif fate[0] == "duplicate_id":
-                rejected.append(rejection_row(Rejection(
-                    doc["source"], "duplicate_id", doc["origin"], f"id also at {fate[1]}", doc["id"], doc["text"], doc["id"]
-                )))
             else:
-                _, rule, survivor, why = fate
-                rejected.append({"id": doc["id"], "source": doc["source"], "rule": rule, "detail": why,
-                                 "duplicate_of": survivor, "origin": doc.get("origin") or "", "text": doc.get("text")})
+                rejected.append(rejected_row(doc, fate))
     if pending:
         segment(pending)
     progress.flush()
@@ -401,15 +364,11 @@ def apply_task(job: BuildJob, task: int, params: dict) -> dict:
     spill.write_partitioned(job.path("apply", f"{name}.rejected"),
                             _by_shard(rejected, params["n_rejected"], rejected_shard, rejected_sort_key))
     if job.dedup_enabled:
-        from cpm.pipeline.dedup import _shard_of
+        from cpm.pipeline.dedup_index import index_shard_of, index_sort_key
 
         spill.write_partitioned(job.path("apply", f"{name}.signatures"), _by_shard(
-            index_rows, params["n_signatures"], lambda r, n: _shard_of(r["id"], n), index_sort_key))
+            index_rows, params["n_signatures"], lambda r, n: index_shard_of(r["id"], n), index_sort_key))
     return {"counts": counts}
-
-
-def index_sort_key(row: dict[str, Any]) -> tuple:
-    return (row["id"], row["num_chars"], row["text_digest"])
 
 
 def _by_shard(rows, n_shards: int, shard_of: Callable, sort_key: Callable) -> dict[int, list]:
@@ -448,13 +407,11 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     kind, index = task
     pieces = [spill.read_partition(job.path("apply", f"{chunk_name(c)}.{kind}"), index) for c in range(params["num_chunks"])]
     if kind == "signatures":
-        from cpm.pipeline.dedup import INDEX_DIR, SIGNATURE_SUFFIX
-        from cpm.pipeline.dedup_stages import signature_batches
+        from cpm.pipeline.dedup_index import index_sort_key, signature_batches, signature_path
         from cpm.schemas import signature_schema
 
-        shards = params["n_signatures"]
         rows = heapq.merge(*pieces, key=index_sort_key)
-        path = os.path.join(job.work_dir, INDEX_DIR, f"signatures-{index:05d}-of-{shards:05d}{SIGNATURE_SUFFIX}")
+        path = signature_path(job.work_dir, index, params["n_signatures"])
         schema = signature_schema(job.dedup.num_perm, job.dedup.index_metadata())
         info = write_table(path, signature_batches(rows, job.dedup, schema), schema)
         return info.entry(job.work_dir)

@@ -349,7 +349,7 @@ def run_stages(job: BuildJob, executor) -> dict[str, Any]:
     run_stage(executor, job, "ids", list(range(partitions)), params)
     graph.merge_losers(job, partitions)
     if job.dedup_enabled:
-        from cpm.pipeline.dedup import check_index, index_paths
+        from cpm.pipeline.dedup_index import check_index, index_paths
 
         against = [path for directory in job.dedup.against for path in index_paths(directory)]
         for path in against:
@@ -367,7 +367,7 @@ def run_stages(job: BuildJob, executor) -> dict[str, Any]:
     )
     kinds = [("documents", params["n_documents"]), ("rejected", params["n_rejected"])]
     if job.dedup_enabled:
-        from cpm.pipeline.dedup import ROWS_PER_INDEX_SHARD
+        from cpm.pipeline.dedup_index import ROWS_PER_INDEX_SHARD
 
         params["n_signatures"] = max(1, math.ceil(kept / ROWS_PER_INDEX_SHARD))
         kinds.append(("signatures", params["n_signatures"]))
@@ -405,7 +405,7 @@ def write_build_manifest(job: BuildJob, shards: dict, counts: dict, fates: list[
 
 
 def write_dedup_index(job: BuildJob, index: list[dict], fates: list[dict], kept: int) -> dict[str, Any]:
-    from cpm.pipeline.dedup import INDEX_DIR, INDEX_FILE, index_info
+    from cpm.pipeline.dedup_index import INDEX_DIR, INDEX_FILE, index_info
 
     best = min((f["largest"] for f in fates if f["largest"] is not None), default=None)
     info = index_info(job.dedup, index, kept, sum(f["exact"] for f in fates), sum(f["near"] for f in fates),

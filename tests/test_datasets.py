@@ -58,7 +58,7 @@ def test_one_shard_as_a_dataset(news_packed):
 
 def test_against_reads_an_index_with_the_old_extension(news_corpus, tmp_path):
     """Outputs written before the index had its own extension (``signatures-*.arrow``) still serve ``--against``."""
-    from cpm.pipeline.dedup import index_paths
+    from cpm.pipeline.dedup_index import index_paths
 
     old = tmp_path / "old"
     shutil.copytree(news_corpus, old)

@@ -1,8 +1,10 @@
-"""Exact and near-duplicate removal (``cpm.pipeline.dedup``) on the Beam DirectRunner.
+"""Exact and near-duplicate removal end to end: the staged build of ``cpm corpus build`` on chosen texts.
 
-Pipeline runs are few and shared through module fixtures: one in-process run, the same
-documents shuffled on two worker processes, a ``--against`` run on top of the first output,
-and a ``--no-dedup`` run.
+The documents skip cleaning (:mod:`cpm.pipeline.prepared`) so that every text is what the test wrote;
+every other stage is the build's own. Builds are few and shared through module fixtures: one on the
+DirectRunner, the same documents shuffled into other chunks and partitions on two worker processes,
+the same in four chunks with every task in this process (``quick``: what mutation testing of
+``dedup_stages.py`` runs), and ``--against`` builds on top of them. Each step alone: ``test_dedup_steps.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +19,8 @@ import pytest
 
 from cpm.errors import CpmError
 from cpm.pipeline import minhash
-from cpm.pipeline.dedup import (
-    MAX_BUCKET_PAIRS,
-    RULE_EXACT,
-    RULE_NEAR,
-    BloomFilter,
-    DedupConfig,
-    Deduplicate,
-    band_keys,
-    bloom_contains,
-    bucket_pairs,
-    key_id,
-    large_star,
-    node_key,
-    small_star,
-)
+from cpm.pipeline.dedup import RULE_EXACT, RULE_NEAR, DedupConfig, band_keys
+from cpm.pipeline.dedup_index import check_index, index_paths
 from cpm.schemas import rejected_schema
 from cpm.shards.io import read_table
 
@@ -90,29 +78,57 @@ def fixture_docs() -> list[dict]:
     return docs
 
 
-def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig = DedupConfig(), args: tuple[str, ...] = ()) -> dict:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+def run_dedup(docs: list[dict], output_dir: Path, config: DedupConfig | None = DedupConfig(), chunks: int = 2,
+              workers: int = 1, partition_bytes: int = 8192) -> dict:
+    """The staged build (:func:`cpm.pipeline.launcher.run_stages`) on ``docs``, as they are, in ``chunks``
+    chunks: on the DirectRunner with one worker, on a pool of local processes with more, every task in
+    this process with none."""
+    from cpm.pipeline import graph
+    from cpm.pipeline.graph import BuildJob
+    from cpm.pipeline.launcher import BeamStages, LocalPool
+    from cpm.pipeline.prepared import build_prepared
 
-    results = output_dir.parent / f"{output_dir.name}-results"
-    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner", *args])) as pipeline:
-        out = pipeline | beam.Create(docs) | Deduplicate(config, str(output_dir))
-        for name in ("kept", "rejected", "stats"):
-            _ = (
-                getattr(out, name)
-                | f"{name}Json" >> beam.Map(lambda row: json.dumps(row, sort_keys=True, ensure_ascii=False, default=str))
-                | f"{name}Write" >> beam.io.WriteToText(str(results / name))
-            )
+    sources = sorted({d["source"] for d in docs})
+    job = BuildJob(sources, [], str(output_dir), str(output_dir), {}, config, partition_bytes=partition_bytes)
+    if workers == 0:
+        inner = InProcess()
+    elif workers == 1:
+        inner = BeamStages(["--runner=DirectRunner", "--no_pipeline_type_check"])
+    else:
+        inner = LocalPool(workers, job)
+    manifest = build_prepared([docs[i::chunks] for i in range(chunks)], job, inner)
 
-    def load(name: str) -> list[dict]:
-        return [json.loads(line) for path in sorted(results.glob(f"{name}-*")) for line in path.read_text().splitlines()]
+    def rows(kind: str) -> dict[str, dict]:
+        return {r["id"]: r for path in sorted((output_dir / kind).glob("*.arrow")) for r in read_table(path).to_pylist()}
 
+    index_file = output_dir / "dedup" / "index.json"
+    lsh = []
+    while config is not None and graph.task_done(job, "lsh", len(lsh)):
+        lsh.append(graph.task_result(job, "lsh", len(lsh)))
     return {
-        "kept": {row["id"]: row for row in load("kept")},
-        "rejected": {row["id"]: row for row in load("rejected")},
-        "stats": load("stats"),
+        "lsh": lsh,
+        "components": graph.task_result(job, "components", 0) if config is not None else None,
+        "dir": output_dir,
+        "workers": workers,
+        "kept": rows("shards"),
+        "rejected": rows("rejected"),
+        "manifest": manifest,
+        "stats": json.loads(index_file.read_text()) if index_file.exists() else None,
         "index": sorted((output_dir / "dedup").glob("signatures-*.minhash")),
     }
+
+
+class InProcess:
+    """Runs each task of a stage in this process, one after the other (the quickest executor)."""
+
+    def run(self, job, stage: str, tasks: list, params: dict) -> None:
+        from cpm.pipeline import graph
+
+        for task in tasks:
+            graph.run_task(job, stage, task, params)
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +138,25 @@ def docs() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory, docs) -> dict:
-    out = tmp_path_factory.mktemp("first") / "build"
-    return {"dir": out, **run_dedup(docs, out)}
+    return run_dedup(docs, tmp_path_factory.mktemp("first") / "build")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, docs) -> dict:
+    """The same documents in 4 chunks and more partitions, every task in this process."""
+    return run_dedup(docs, tmp_path_factory.mktemp("quick") / "build", chunks=4, workers=0, partition_bytes=5000)
+
+
+@pytest.fixture(params=["first", "quick"])
+def build(request) -> dict:
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
 def shuffled(tmp_path_factory, docs) -> dict:
-    out = tmp_path_factory.mktemp("shuffled") / "build"
     order = list(reversed(docs))
     random.Random(1).shuffle(order)
-    args = ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
-    return {"dir": out, **run_dedup(order, out, args=args)}
+    return run_dedup(order, tmp_path_factory.mktemp("shuffled") / "build", chunks=3, workers=2, partition_bytes=30000)
 
 
 def by_id(result: dict, doc_id: str) -> dict:
@@ -147,8 +171,8 @@ def survivor_of(result: dict, doc_id: str) -> str:
 # --------------------------------------------------------------------------- Beam runs
 
 
-def test_accounting_and_rejected_rows(first, docs):
-    kept, rejected = first["kept"], first["rejected"]
+def test_accounting_and_rejected_rows(build, docs):
+    kept, rejected = build["kept"], build["rejected"]
     assert len(kept) + len(rejected) == len(docs)
     assert set(kept) | set(rejected) == {d["id"] for d in docs} and not set(kept) & set(rejected)
     fields = {f.name for f in rejected_schema()}
@@ -163,36 +187,36 @@ def test_accounting_and_rejected_rows(first, docs):
     assert sum(row["dup_cluster_size"] for row in kept.values()) == len(docs)
 
 
-def test_reposts_collapse_to_one_survivor_chosen_by_the_rule(first):
-    kept, rejected = first["kept"], first["rejected"]
+def test_reposts_collapse_to_one_survivor_chosen_by_the_rule(build):
+    kept, rejected = build["kept"], build["rejected"]
     family = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed", "art-web"]
-    assert {survivor_of(first, d) for d in family} == {"art-web"}  # longest text, and from another source
+    assert {survivor_of(build, d) for d in family} == {"art-web"}  # longest text, and from another source
     assert kept["art-web"]["dup_cluster_size"] == 6
     # punctuation, script and whitespace variants are exact duplicates of the normalised text: the
     # group's first node (the longest text) is its representative, a near duplicate of art-web;
     # the four others are exact duplicates
     exact_group = ["art", "art-copy", "art-halfwidth", "art-traditional", "art-reflowed"]
-    assert len({minhash.normalize_for_hash(by_id(first, d)["text"]) for d in exact_group}) == 1
-    assert max(exact_group, key=lambda d: len(by_id(first, d)["text"])) == "art-reflowed"
+    assert len({minhash.normalize_for_hash(by_id(build, d)["text"]) for d in exact_group}) == 1
+    assert max(exact_group, key=lambda d: len(by_id(build, d)["text"])) == "art-reflowed"
     assert rejected["art-reflowed"]["rule"] == RULE_NEAR
     assert {d: rejected[d]["rule"] for d in exact_group if d != "art-reflowed"} == dict.fromkeys(
         ["art", "art-copy", "art-halfwidth", "art-traditional"], RULE_EXACT)
     assert {rejected[d]["duplicate_of"] for d in exact_group} == {"art-web"}
     # cross-source near duplicate with 1% typos: equal length, so the smaller id hash survives
     pair = sorted(["story", "story-typos"], key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())
-    assert survivor_of(first, "story-typos") == survivor_of(first, "story") == pair[0]
+    assert survivor_of(build, "story-typos") == survivor_of(build, "story") == pair[0]
     assert rejected[pair[1]]["rule"] == RULE_NEAR and kept[pair[0]]["dup_cluster_size"] == 2
 
 
-def test_chain_is_one_cluster_with_one_survivor(first):
+def test_chain_is_one_cluster_with_one_survivor(build):
     a, b, c = (minhash.signature(first_text) for first_text in _chain_texts())
     assert minhash.exact_jaccard(*_chain_texts()[:2]) >= 0.8 and minhash.exact_jaccard(*_chain_texts()[1:]) >= 0.8
     assert minhash.exact_jaccard(_chain_texts()[0], _chain_texts()[2]) < 0.75
     assert minhash.estimated_jaccard(a, c) < 0.8
-    survivors = {survivor_of(first, d) for d in ("chain-a", "chain-b", "chain-c")}
+    survivors = {survivor_of(build, d) for d in ("chain-a", "chain-b", "chain-c")}
     assert len(survivors) == 1
     (survivor,) = survivors
-    assert first["kept"][survivor]["dup_cluster_size"] == 3
+    assert build["kept"][survivor]["dup_cluster_size"] == 3
     best = min(("chain-a", "chain-b", "chain-c"), key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())
     assert survivor == best  # equal lengths: smallest id hash
 
@@ -202,7 +226,7 @@ def _chain_texts() -> list[str]:
     return [by_id["chain-a"], by_id["chain-b"], by_id["chain-c"]]
 
 
-def test_borderline_estimate_is_confirmed_by_exact_jaccard(first, docs, tmp_path):
+def test_borderline_estimate_is_confirmed_by_exact_jaccard(build, docs, tmp_path):
     config = DedupConfig()
     low, high = config.exact_band
     assert 0.65 < low < 0.7 and high - config.threshold == pytest.approx(config.threshold - low)  # +-4 std at 0.8, 128 perms
@@ -216,71 +240,91 @@ def test_borderline_estimate_is_confirmed_by_exact_jaccard(first, docs, tmp_path
         assert low <= estimate < high and (estimate >= config.threshold) == (side == "over")  # the premise
         assert (minhash.exact_jaccard(texts[a], texts[b]) >= config.threshold) is duplicate
         assert set(band_keys(sig_a, bands, rows)) & set(band_keys(sig_b, bands, rows))  # an LSH candidate
-    rejected = first["rejected"]["border-above-cut"]
+    rejected = build["rejected"]["border-above-cut"]
     assert rejected["rule"] == RULE_NEAR and rejected["duplicate_of"] == "border-above"  # the longer text survives
-    assert first["kept"]["border-above"]["dup_cluster_size"] == 2
+    assert build["kept"]["border-above"]["dup_cluster_size"] == 2
     for doc_id in ("border-below", "border-below-cut", "border-over", "border-over-cut"):
-        assert first["kept"][doc_id]["dup_cluster_size"] == 1
+        assert build["kept"][doc_id]["dup_cluster_size"] == 1
 
     border = [d for d in docs if d["id"].startswith("border-")]
-    estimate_only = run_dedup(border, tmp_path / "estimate-only", DedupConfig(borderline_sigmas=0.0))
+    estimate_only = run_dedup(border, tmp_path / "estimate-only", DedupConfig(borderline_sigmas=0.0), workers=build["workers"])
     # what estimate-only confirmation got wrong: kept a duplicate, merged a non-duplicate
     assert set(estimate_only["kept"]) == {d["id"] for d in border} - {"border-over-cut"}
-    every_pair_exact = run_dedup(border, tmp_path / "exact", DedupConfig(exact_jaccard=True))
+    every_pair_exact = run_dedup(border, tmp_path / "exact", DedupConfig(exact_jaccard=True), workers=build["workers"])
     assert set(every_pair_exact["kept"]) == {d["id"] for d in border} - {"border-above-cut"}
 
 
-def test_bloom_filter_has_no_false_negatives_and_merges():
-    keys = [node_key(f"doc-{i}", 100 + i, "o") for i in range(2000)]
-    combine = BloomFilter()
-    parts = [combine.create_accumulator(), combine.create_accumulator()]
-    for i, key in enumerate(keys):
-        parts[i % 2] = combine.add_input(parts[i % 2], key)
-    bits = combine.extract_output(combine.merge_accumulators(parts))
-    assert all(bloom_contains(bits, key) for key in keys)
-    others = [node_key(f"other-{i}", 100, "o") for i in range(2000)]
-    assert sum(bloom_contains(bits, key) for key in others) <= 2  # ~1e-9 false-positive rate at 2,000 keys
-    assert combine.extract_output(combine.create_accumulator()) == b"" and not bloom_contains(b"", keys[0])
+def test_lsh_tasks_count_their_candidates_and_decisions(build):
+    """Each LSH partition's counts (``bench_dedup_quality.py`` reports them): the edges come from the
+    candidates, some by exact Jaccard in the borderline band; a partition without a shared bucket
+    counts nothing."""
+    assert len(build["lsh"]) > 1
+    for counts in build["lsh"]:
+        assert 0 <= counts["by_exact"] <= counts["borderline"] <= counts["candidates"]
+        assert counts["by_exact"] <= counts["edges"] <= counts["candidates"]
+    total = {name: sum(c[name] for c in build["lsh"]) for name in ("candidates", "edges", "borderline", "by_exact")}
+    assert total["borderline"] >= 3 and total["by_exact"] >= 1  # the border-* pairs; border-above is a duplicate
+    # the components task: every node with an edge; all but each cluster's survivor are near duplicates
+    near = [row for row in build["rejected"].values() if row["rule"] == RULE_NEAR]
+    assert build["components"] == {"nodes": len(near) + len({row["duplicate_of"] for row in near}), "labelled": len(near)}
 
 
-def test_unique_and_template_sharing_documents_survive(first, docs):
+def test_quick_build_of_unique_documents_compares_nothing(tmp_path):
+    rng = random.Random(4)
+    docs = [make_doc(f"u{i}", random_text(rng, 300)) for i in range(4)]
+    result = run_dedup(docs, tmp_path / "unique", chunks=2, workers=0, partition_bytes=600)
+    assert set(result["kept"]) == {d["id"] for d in docs} and not result["rejected"]
+    assert len(result["lsh"]) > 1 and all(
+        c == {"candidates": 0, "edges": 0, "borderline": 0, "by_exact": 0} for c in result["lsh"])
+
+
+def test_unique_and_template_sharing_documents_survive(build, docs):
     for doc in docs:
         if doc["id"].startswith(("unique-", "templated-")):
-            assert first["kept"][doc["id"]]["dup_cluster_size"] == 1
+            assert build["kept"][doc["id"]]["dup_cluster_size"] == 1
 
 
-def test_stats_and_signature_index(first):
-    (stats,) = first["stats"]
+def test_stats_and_signature_index(build):
+    stats = build["stats"]
     assert stats["largest_cluster"] == {"survivor": "art-web", "size": 6}
-    assert stats["kept"] == len(first["kept"])
-    assert stats["exact_duplicates"] + stats["near_duplicates"] == len(first["rejected"])
-    assert stats["unconverged_nodes"] == 0
-    assert json.loads((first["dir"] / "dedup" / "index.json").read_text())["shards"] == stats["shards"]
-    table = read_table(first["index"][0], "signatures")
+    assert stats["kept"] == len(build["kept"])
+    rules = [row["rule"] for row in build["rejected"].values()]
+    assert (stats["exact_duplicates"], stats["near_duplicates"]) == (rules.count(RULE_EXACT), rules.count(RULE_NEAR))
+    assert stats["unconverged_nodes"] == 0 and stats["config"]["threshold"] == 0.8 and (stats["bands"], stats["rows"]) == DedupConfig().bands
+    counters = build["manifest"]["counters"]["dedup"]
+    assert (counters["exact_duplicates"], counters["near_duplicates"], counters["largest_cluster_size"]) == (
+        stats["exact_duplicates"], stats["near_duplicates"], 6)
+    assert [e["path"] for e in stats["shards"]] == [str(p.relative_to(build["dir"])) for p in build["index"]]
+    table = read_table(build["index"][0], "signatures")
     ids = table.column("id").to_pylist()
-    assert sorted(ids) == ids and set(ids) == set(first["kept"])
-    kept_text = first["kept"]["art-web"]["text"]
+    assert sorted(ids) == ids and set(ids) == set(build["kept"])
+    kept_text = build["kept"]["art-web"]["text"]
     row = ids.index("art-web")
     np.testing.assert_array_equal(np.array(table.column("signature")[row].as_py(), dtype=np.uint32), minhash.signature(kept_text))
 
 
-def test_same_result_for_any_input_order_and_worker_count(first, shuffled):
-    assert shuffled["kept"] == first["kept"]
-    assert shuffled["rejected"] == first["rejected"]
-    assert [p.name for p in shuffled["index"]] == [p.name for p in first["index"]]
-    for a, b in zip(first["index"], shuffled["index"]):
+@pytest.mark.parametrize("other", ["shuffled", "quick"])
+def test_same_result_for_any_input_order_chunking_and_worker_count(first, other, request):
+    other = request.getfixturevalue(other)
+    assert other["kept"] == first["kept"]
+    assert other["rejected"] == first["rejected"]
+    assert [p.name for p in other["index"]] == [p.name for p in first["index"]]
+    for a, b in zip(first["index"], other["index"]):
         assert a.read_bytes() == b.read_bytes()
-    assert (first["dir"] / "dedup" / "index.json").read_bytes() == (shuffled["dir"] / "dedup" / "index.json").read_bytes()
+    assert (first["dir"] / "dedup" / "index.json").read_bytes() == (other["dir"] / "dedup" / "index.json").read_bytes()
 
 
-def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs, caplog):
+def test_against_removes_new_copies_of_old_documents_only(tmp_path, build, docs, caplog):
+    """Against two earlier builds: the shared one, and one of a single document."""
     import logging
 
     import opencc
 
     rng = random.Random(11)
-    fresh = random_text(rng, 600)
+    fresh, other = random_text(rng, 600), random_text(rng, 700)
+    earlier = run_dedup([make_doc("old-other", other)], tmp_path / "other", workers=build["workers"])["dir"]
     new_docs = [
+        make_doc("new-other", other[:-10] + random_text(rng, 10)),  # a near copy of the other build's document
         make_doc("new-art", opencc.OpenCC("s2t").convert(ARTICLE + BOILERPLATE), "webpage"),  # exact after normalisation
         make_doc("new-chain", random_text(random.Random(0), 5) + _chain_texts()[1][5:]),  # near copy of the old chain survivor's neighbour
         make_doc("new-unique", fresh),
@@ -288,103 +332,41 @@ def test_against_removes_new_copies_of_old_documents_only(tmp_path, first, docs,
         make_doc("unique-0", next(d["text"] for d in docs if d["id"] == "unique-0") + "补充说明这是一段较长的新增内容" * 3),  # old id, new text
     ]
     with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(new_docs, tmp_path / "second", DedupConfig(against=(str(first["dir"]),), huge_cluster=2))
+        config = DedupConfig(against=(str(build["dir"]), str(earlier)), huge_cluster=2)
+        result = run_dedup(new_docs, tmp_path / "second", config, chunks=1, workers=build["workers"])
     assert "huge duplicate cluster of 2 documents" in caplog.text  # the warning threshold is lowered to 2 here
     rejected, kept = result["rejected"], result["kept"]
     assert rejected["new-art"]["rule"] == RULE_EXACT and rejected["new-art"]["duplicate_of"] == "art-web"
-    chain_survivor = survivor_of(first, "chain-b")
+    chain_survivor = survivor_of(build, "chain-b")
     assert rejected["new-chain"]["rule"] == RULE_NEAR and rejected["new-chain"]["duplicate_of"] == chain_survivor
     assert rejected["unique-0"]["duplicate_of"] == "unique-0"  # the old document, never removed
+    assert (rejected["new-other"]["rule"], rejected["new-other"]["duplicate_of"]) == (RULE_NEAR, "old-other")
     # new documents still dedup among themselves; the old build is never part of the output
     assert len(kept) + len(rejected) == len(new_docs)
-    assert set(kept) == {"new-unique"} or set(kept) == {"new-unique-copy"}
+    assert set(kept) == {"new-unique-copy"}  # the longer text of two exact duplicates
+    assert (rejected["new-unique"]["rule"], rejected["new-unique"]["duplicate_of"]) == (RULE_EXACT, "new-unique-copy")
     assert next(iter(kept.values()))["dup_cluster_size"] == 2
-    assert result["stats"][0]["largest_cluster"]["size"] == 2 and result["stats"][0]["against"] == [str(first["dir"])]
+    assert result["stats"]["largest_cluster"]["size"] == 2 and result["stats"]["against"] == [str(build["dir"]), str(earlier)]
 
 
-def test_no_dedup_keeps_everything_and_still_writes_an_index(tmp_path, docs):
-    result = run_dedup(docs[:8], tmp_path / "plain", DedupConfig(enabled=False))
+def test_no_dedup_keeps_every_copy_and_writes_no_index(tmp_path, docs):
+    result = run_dedup(docs[:8], tmp_path / "plain", None)
     assert set(result["kept"]) == {d["id"] for d in docs[:8]} and not result["rejected"]
     assert {row["dup_cluster_size"] for row in result["kept"].values()} == {1}
-    assert read_table(result["index"][0], "signatures").num_rows == 8
-
-
-# --------------------------------------------------------------------------- pure steps and errors
+    assert result["stats"] is None and result["index"] == [] and "dedup" not in result["manifest"]["counters"]
 
 
 def test_against_with_other_hashing_parameters_is_a_user_error(first, tmp_path):
+    (path,) = index_paths(str(first["dir"]))
+    check_index(path, DedupConfig())
     with pytest.raises(CpmError, match="num_perm=128"):
-        Deduplicate(DedupConfig(num_perm=64, against=(str(first["dir"]),)), str(tmp_path))
+        check_index(path, DedupConfig(num_perm=64))
+    with pytest.raises(CpmError, match="ngram=5"):
+        check_index(path, DedupConfig(ngram=4))
     with pytest.raises(CpmError, match="no signature index"):
-        Deduplicate(DedupConfig(against=(str(tmp_path / "missing"),)), str(tmp_path))
+        index_paths(str(tmp_path / "missing"))
     with pytest.raises(CpmError, match="dedup-threshold"):
-        Deduplicate(DedupConfig(threshold=1.5), str(tmp_path))
-
-
-def test_node_keys_order_survivors():
-    old_short = node_key("x", 10, None, old=True)
-    new_long = node_key("y", 5000, "a.txt:1")
-    new_short = node_key("z", 10, "a.txt:2")
-    assert old_short < new_long < new_short
-    assert key_id(new_long) == "y" and key_id(old_short) == "x"
-
-
-def _components_by_stars(edges: list[tuple[str, str]], rounds: int = 30) -> dict[str, str]:
-    for _ in range(rounds):
-        neighbours = defaultdict(set)
-        for a, b in edges:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-        large = [e for node, nb in neighbours.items() for e in large_star(node, nb)]
-        smaller = defaultdict(set)
-        for a, b in large:
-            hi, lo = max(a, b), min(a, b)
-            smaller[hi].add(lo)
-        edges = [e for node, nb in smaller.items() for e in small_star(node, nb)]
-    return {child: parent for child, parent in edges}
-
-
-def test_large_star_small_star_finds_connected_components():
-    rng = random.Random(5)
-    nodes = [f"{rng.randrange(10**6):07d}" for _ in range(300)]
-    nodes = sorted(set(nodes))
-    edges = [tuple(sorted(rng.sample(nodes, 2))) for _ in range(220)]
-    labels = _components_by_stars(edges)
-    # reference: union-find
-    parent = {n: n for n in nodes}
-
-    def find(n):
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        parent[max(ra, rb)] = min(ra, rb)
-    for node in nodes:
-        assert labels.get(node, node) == min((m for m in nodes if find(m) == find(node)))
-
-
-def test_bucket_pairs_bounds_work_in_large_buckets():
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    count = MAX_BUCKET_PAIRS + 300
-    members = [(node_key(f"d{i}", 100, "o"), base.tobytes()) for i in range(count)]
-    random.Random(0).shuffle(members)
-    pairs = list(bucket_pairs(members, 0.8, 128))
-    assert len(pairs) == MAX_BUCKET_PAIRS * (MAX_BUCKET_PAIRS - 1) // 2 + (count - MAX_BUCKET_PAIRS) * MAX_BUCKET_PAIRS
-    assert len(set((a, b) for a, b, _ in pairs)) == len(pairs) and all(a < b for a, b, _ in pairs)
-    assert sorted(pairs) == sorted(bucket_pairs(list(reversed(members)), 0.8, 128))  # any member order
-    pivots = sorted(k for k, _ in members)[:MAX_BUCKET_PAIRS]
-    assert {a for a, _, _ in pairs} == set(pivots[:-1]) | set(pivots)  # every pair involves a pivot
-    old = [(node_key("o1", 5, None, old=True), base.tobytes()), (node_key("o2", 5, None, old=True), base.tobytes())]
-    assert list(bucket_pairs(old, 0.8, 128)) == []  # old documents never pair with each other
-    other = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    assert list(bucket_pairs([members[0], ("z", other.tobytes())], 0.8, 128)) == []  # below the threshold
-    (a, _), (b, _) = sorted(members[:2])
-    assert list(bucket_pairs(members[:2], 0.8, 128)) == [(a, b, 1.0)]  # the smallest bucket: one pair
-    assert list(bucket_pairs(members[:1], 0.8, 128)) == []
+        DedupConfig(threshold=1.5).validate()
 
 
 def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_path, first):
@@ -424,30 +406,14 @@ def test_corpus_build_dedups_across_sources_and_against_an_earlier_build(tmp_pat
     assert [e["rows"] for e in index["shards"]] == [1]
 
 
-def test_too_few_component_rounds_warn_and_never_remove_a_whole_cluster(tmp_path, caplog):
-    import logging
-
+def test_a_path_of_near_duplicates_is_one_cluster_with_one_survivor(tmp_path):
     rng = random.Random(9)
     text = random_text(rng, 2000)
-    # a path of 10 documents in key order (equal lengths; ids chosen so that hash order is path order)
-    ids = sorted((f"p{i}" for i in range(40)), key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())[:10]
+    # a path of 10 documents (each overlaps the next, not the one after), spread over 3 chunks
+    ids = [f"p{i}" for i in range(10)]
     docs = [make_doc(doc_id, text[80 * k : 80 * k + 1000]) for k, doc_id in enumerate(ids)]
-    with caplog.at_level(logging.WARNING, logger="cpm.pipeline.dedup"):
-        result = run_dedup(docs, tmp_path / "rounds", DedupConfig(cc_rounds=1))
-    (stats,) = result["stats"]
-    assert stats["unconverged_nodes"] > 0 and "did not converge" in caplog.text
-    assert ids[0] in result["kept"]  # the cluster's smallest key always survives
-    assert len(result["kept"]) + len(result["rejected"]) == len(docs)
-
-
-def test_node_keys_clamp_lengths_and_pairs_at_the_threshold_or_with_one_old_document():
-    assert node_key("a", 0, "o") == node_key("a", -5, "o") > node_key("a", 1, "o")  # 0 chars: the last, not below
-    assert key_id(node_key("a", -5, "o")) == "a"
-    rng = np.random.default_rng(1)
-    base = rng.integers(0, 2**32, size=128, dtype=np.uint32)
-    other = base.copy()
-    other[:32] += 1  # 96 of 128 min-hashes equal: an estimate of exactly 0.75
-    new, old = node_key("n", 10, "o"), node_key("o", 10, None, old=True)
-    assert list(bucket_pairs([(new, base.tobytes()), (node_key("m", 10, "o"), other.tobytes())], 0.75, 128)) == [
-        (min(new, node_key("m", 10, "o")), max(new, node_key("m", 10, "o")), 0.75)]  # at the threshold: a pair
-    assert list(bucket_pairs([(new, base.tobytes()), (old, base.tobytes())], 0.8, 128)) == [(old, new, 1.0)]
+    result = run_dedup(docs, tmp_path / "path", chunks=3)
+    best = min(ids, key=lambda i: hashlib.blake2b(i.encode(), digest_size=8).hexdigest())  # equal lengths
+    assert set(result["kept"]) == {best} and result["kept"][best]["dup_cluster_size"] == 10
+    assert {row["duplicate_of"] for row in result["rejected"].values()} == {best}
+    assert {row["rule"] for row in result["rejected"].values()} == {RULE_NEAR}
