@@ -35,8 +35,12 @@ class PreparedDocuments:
             result = self._read(task) if stage == "read" else self._clean(job, task, params["partitions"])
             spill.write_object(spill.marker_path(job.work_dir, stage, graph.task_name(task)), result)
 
-    def _read(self, task: int) -> list[tuple[str, int]]:
-        return [(f"prepared-{task}", sum(len(doc["text"].encode("utf-8")) for doc in self.chunks[task]))]
+    def _read(self, task: tuple[int, int]) -> list[tuple[str, int]]:
+        """Task ``(input, byte range)``: input ``i`` is chunk ``i`` whole, handed over by its first range."""
+        index, part = task
+        if part:
+            return []
+        return [(f"prepared-{index}", sum(len(doc["text"].encode("utf-8")) for doc in self.chunks[index]))]
 
     def _clean(self, job: BuildJob, task: int, partitions: int) -> dict:
         docs = [document_row(RawRecord(d["source"], d["origin"], text=d["text"], id=d["id"])) for d in self.chunks[task]]
