@@ -361,11 +361,11 @@ def apply_task(job: BuildJob, task: int, params: dict) -> dict:
         counts[key] = counts.get(key, 0) + amount
 
     def segment(batch: list[dict[str, Any]]) -> None:
-        from cpm.pipeline.rows import pack_words
+        from cpm.pipeline.rows import pack_words, split_words
 
         words = cut_batch([doc["text"] for doc in batch])
-        for doc, doc_words in zip(batch, words):
-            doc["words"] = pack_words(doc_words)
+        for doc, doc_words, split in zip(batch, words, split_words([pack_words(w) for w in words])):
+            doc["words"] = split  # as the shard lays them out: its task only concatenates them
             doc["num_words"] = len(doc_words)
             source = doc["source"]
             add(("kept", source), 1)
@@ -458,7 +458,7 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     subdir = "shards" if kind == "documents" else "rejected"
     rows = heapq.merge(*pieces, key=sort_key)
     batches = prefetched(shard_batches(rows, kind))  # built while the writer compresses the one before
-    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema)
+    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema, threads=True)
     return {**info.entry(job.work_dir), "kind": kind}
 
 
