@@ -41,8 +41,8 @@ def timed(args: list[str], env: dict | None = None) -> dict:
 
 def baseline_env(checkout: Path, work: Path) -> dict:
     """An environment whose ``import cpm`` is ``checkout`` (another version's source tree)."""
-    path = work / "baseline-path"
-    path.mkdir()
+    path = work / "path"
+    path.mkdir(parents=True)
     (path / "cpm").symlink_to(checkout.resolve(), target_is_directory=True)
     return {**os.environ, "PYTHONPATH": str(path)}
 
@@ -87,12 +87,13 @@ def main() -> None:
                                     "--output", str(work / f"packed{n}"), "--workers", str(n), "--overwrite"],
         }
         versions = {"": None}
-        if args.baseline:
-            versions = {"baseline: ": baseline_env(args.baseline, work), "": None}
+        if args.baseline:  # both through PYTHONPATH: an editable install's import hook would time differently
+            versions = {"baseline: ": baseline_env(args.baseline, work / "baseline"),
+                        "": baseline_env(Path(__file__).resolve().parents[1], work / "this")}
         rows = []
         for name in args.stages:
             for label, env in versions.items():
-                if env is not None and not name.startswith("corpus build"):
+                if label and not name.startswith("corpus build"):
                     continue
                 command = build("DirectRunner" if name == "corpus build" else "DaskRunner", "-baseline") if label else commands[name]
                 runs: dict[int, list[dict]] = {1: [], 2: []}
