@@ -87,7 +87,7 @@ def main() -> None:
                                     "--output", str(work / f"packed{n}"), "--workers", str(n), "--overwrite"],
         }
         versions = {"": None}
-        if args.baseline:  # both through PYTHONPATH: an editable install's import hook would time differently
+        if args.baseline:  # both versions imported the same way, through PYTHONPATH
             versions = {"baseline: ": baseline_env(args.baseline, work / "baseline"),
                         "": baseline_env(Path(__file__).resolve().parents[1], work / "this")}
         rows = []
