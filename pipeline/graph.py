@@ -511,10 +511,7 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 # --------------------------------------------------------------------------- warm-up
 
-WARM_UPS = {  # what tasks load, and the stages whose tasks use it
-    "tables": ("clean", "ids", "against", "exact", "lsh", "components", "fates", "apply", "shards"),
-    "segmenter": ("apply",),
-}
+WARM_UPS = {"tables": "clean", "segmenter": "apply"}  # what a stage's tasks load, by the first stage that needs it
 
 
 def warm_up(job: BuildJob, part: str) -> None:

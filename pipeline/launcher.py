@@ -317,15 +317,15 @@ class LocalPool:
             log.debug("loaded the %s in the launcher: %.2fs", part, time.monotonic() - started)
 
     def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:
-        needed = [part for part, stages in graph.WARM_UPS.items() if stage in stages]
+        order = list(graph.STAGES)
+        needed = [part for part, first in graph.WARM_UPS.items() if order.index(first) <= order.index(stage)]
         if any(part not in self.shared for part in needed):
             for part in needed:
                 self._load(part)
             self._fork()
         futures = [self.pool.submit(graph.run_task, job, stage, task, params) for task in tasks]
-        later = list(graph.STAGES)[list(graph.STAGES).index(stage) + 1 :]
-        following = [part for part, stages in graph.WARM_UPS.items() if part not in self.loaded and set(stages) & set(later)]
-        if following:  # loaded while the workers run this stage, for a later one
+        following = [part for part in graph.WARM_UPS if part not in self.loaded]
+        if following:  # loaded while the workers run this stage, for the stage that needs it
             self._load(following[0])
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
