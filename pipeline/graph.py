@@ -511,35 +511,22 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 # --------------------------------------------------------------------------- warm-up
 
-WARM_UPS = {"tables": "clean", "segmenter": "apply"}  # what a stage's tasks load, by the first stage that needs it
+def warm_up(job: BuildJob) -> None:
+    """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+    import pyarrow as pa
 
+    from cpm.pipeline.clean import clean_record
+    from cpm.tokenizer.segment import cut
 
-def warm_up(job: BuildJob, part: str) -> None:
-    """Load one part of what the tasks need, so that workers forked afterwards share it:
+    pa.array(["预热"])  # pyarrow imports pandas (~0.4 s) on its first conversion from Python objects
 
-    * ``tables``: pyarrow's conversions (it imports pandas, ~0.4 s, on its first conversion from
-      Python objects) and compute functions, the cleaning tables and MinHash;
-    * ``segmenter``: jieba's dictionary (~0.7 s), used from the apply stage on.
-    """
-    if part == "tables":
-        import pyarrow as pa
-        import pyarrow.compute  # noqa: F401 - the apply stage splits words with it
+    cut("预热")
+    for source, config in job.configs.items():
+        clean_record(RawRecord(source, "warm-up:1", text="预热。" * 20, id="warm-up"), config)
+    if job.dedup_enabled:
+        from cpm.pipeline.minhash import sign_batch
 
-        from cpm.pipeline.clean import clean_record
-
-        pa.array(["预热"])
-        for source, config in job.configs.items():
-            clean_record(RawRecord(source, "warm-up:1", text="预热。" * 20, id="warm-up"), config)
-        if job.dedup_enabled:
-            from cpm.pipeline.minhash import sign_batch
-
-            sign_batch(["预热"], job.dedup.num_perm, job.dedup.ngram, job.dedup.seed)
-    elif part == "segmenter":
-        from cpm.tokenizer.segment import cut
-
-        cut("预热")
-    else:
-        raise ValueError(f"unknown warm-up part {part!r}")
+        sign_batch(["预热"], job.dedup.num_perm, job.dedup.ngram, job.dedup.seed)
 
 
 # --------------------------------------------------------------------------- stages

@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cpm.errors import CpmError
 from cpm.pipeline import graph, spill
@@ -278,55 +278,23 @@ class InProcess:
 
 
 class LocalPool:
-    """Runs each stage's tasks in a pool of local processes, forked from the launcher.
+    """Runs each stage's tasks in a pool of local processes, started once for the whole build.
 
-    The workers share what the launcher loaded before forking them (tables, the segmenter). The read
-    stage needs none of it: the first pool runs it while the launcher loads the cleaning tables;
-    the clean stage runs on a pool forked after that, while the launcher loads the segmenter for
-    the apply stage, which runs on a third pool (:data:`cpm.pipeline.graph.WARM_UPS`). Forking is
-    cheap; loading the same tables in every worker would not be. The workers are the launcher's
-    direct children, so its CPU time includes theirs. No other thread runs while it forks
-    (``quiet``: the progress display stops meanwhile).
+    The workers are forked from the launcher before any other thread starts (they share its imported
+    modules) and are its direct children, so its CPU time includes theirs.
     """
 
     def __init__(self, workers: int, job: BuildJob) -> None:
-        self.workers, self.job = workers, job
-        self.quiet: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        self.loaded: list[str] = []  # warm-up parts loaded in the launcher, in order
-        self.shared: set[str] = set()  # the parts the current pool's workers were forked with
-        self.pool: ProcessPoolExecutor | None = None
-        self._fork()
-
-    def _fork(self) -> None:
         import multiprocessing
 
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-        with self.quiet():
-            context = multiprocessing.get_context("fork")
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init,
-                                            initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
-            wait([self.pool.submit(_ready) for _ in range(self.workers)])  # start them all now
-        self.shared = set(self.loaded)
-
-    def _load(self, part: str) -> None:
-        if part not in self.loaded:
-            started = time.monotonic()
-            graph.warm_up(self.job, part)
-            self.loaded.append(part)
-            log.debug("loaded the %s in the launcher: %.2fs", part, time.monotonic() - started)
+        graph.warm_up(job)  # before the fork: the workers share the loaded tables
+        context = multiprocessing.get_context("fork")
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                        initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
+        wait([self.pool.submit(_ready) for _ in range(workers)])  # start them all now
 
     def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:
-        order = list(graph.STAGES)
-        needed = [part for part, first in graph.WARM_UPS.items() if order.index(first) <= order.index(stage)]
-        if any(part not in self.shared for part in needed):
-            for part in needed:
-                self._load(part)
-            self._fork()
         futures = [self.pool.submit(graph.run_task, job, stage, task, params) for task in tasks]
-        following = [part for part in graph.WARM_UPS if part not in self.loaded]
-        if following:  # loaded while the workers run this stage, for the stage that needs it
-            self._load(following[0])
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
@@ -466,9 +434,7 @@ def run_build(job: BuildJob, beam_args: list[str], workers: int = 1, progress: b
         logging.getLogger("jieba").setLevel(logging.WARNING)
     executor = make_executor(beam_args, workers, job)
     try:
-        with ProgressDisplay(job.work_dir, sum(job.input_sizes.values()), enabled=progress) as display:
-            if isinstance(executor, LocalPool):
-                executor.quiet = display.paused
+        with ProgressDisplay(job.work_dir, sum(job.input_sizes.values()), enabled=progress):
             manifest = run_stages(job, executor)
     except KeyboardInterrupt:
         log.warning("interrupted: run the same command with --resume to go on from the finished tasks")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
 from collections import defaultdict
-from typing import Iterator
 
 PROGRESS_DIR = ".progress"
 
@@ -67,47 +65,27 @@ class ProgressDisplay:
         self.work_dir, self.total_bytes, self.enabled = work_dir, total_bytes, enabled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._start = time.monotonic()
 
     def __enter__(self) -> "ProgressDisplay":
-        self._start = time.monotonic()
         if self.enabled:
             self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._halt()
-        if self.enabled:
-            from cpm.console import make_console
-
-            make_console(stderr=True).print(self.render(time.monotonic() - self._start))
-
-    def _halt(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self.enabled:
             self._thread.join()
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """No display thread (nor Rich's) within: a process forked here inherits no other thread."""
-        running = self._thread.is_alive()
-        self._halt()
-        try:
-            yield
-        finally:
-            if running:
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, daemon=True)
-                self._thread.start()
 
     def _run(self) -> None:
         from cpm.console import make_console
         from rich.live import Live
 
         console = make_console(stderr=True)
+        start = time.monotonic()
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             while not self._stop.wait(0.5):
-                live.update(self.render(time.monotonic() - self._start))
+                live.update(self.render(time.monotonic() - start))
+        console.print(self.render(time.monotonic() - start))
 
     def render(self, elapsed: float) -> str:
         progress = read_progress(self.work_dir)

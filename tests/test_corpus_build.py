@@ -261,22 +261,3 @@ def test_bundled_samples_of_every_source(tmp_path):
         assert c["records_read"] == c["kept"] + c["rejected"] + c["duplicates"]
     sources = {row["source"] for row in all_rows(output, "shards")}
     assert sources == set(SOURCES)
-
-
-def test_workers_share_the_segmenter_the_launcher_loaded_while_they_cleaned(tmp_path):
-    """With two workers the segmenter is loaded once, in the launcher (during the clean stage), and the
-    apply stage's workers, forked after that, use it: no worker loads its own."""
-    rng = random.Random(7)
-    source = tmp_path / "news.jsonl"
-    source.write_text("".join(json.dumps({"text": chinese_text(rng, 300)}, ensure_ascii=False) + "\n" for _ in range(40)),
-                      encoding="utf-8")
-    command = [sys.executable, "-m", "cpm", "-v", "corpus", "build", "--source", "news", "--input", str(source),
-               "--output", str(tmp_path / "out"), "--partition-size", "2KB", "--workers", "2", "--no-progress"]
-    run = subprocess.run(command, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = run.stderr.splitlines()
-    assert sum("loading jieba dictionary" in line for line in lines) == 1
-    assert any("loaded the segmenter in the launcher" in line for line in lines)
-    apply_pids = {line.split(" in process ")[1].split(":")[0] for line in lines if "task apply/" in line}
-    read_pids = {line.split(" in process ")[1].split(":")[0] for line in lines if "task read/" in line}
-    assert apply_pids and read_pids and not apply_pids & read_pids  # another pool, forked after the load
