@@ -514,6 +514,7 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 def warm_up(job: BuildJob) -> None:
     """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - the apply stage splits words with it
 
     from cpm.pipeline.clean import clean_record
     from cpm.tokenizer.segment import cut
