@@ -384,12 +384,12 @@ SORT_KEYS = {"documents": "document", "rejected": "rejected", "signatures": "ind
 
 
 def add_words(batch: list[dict[str, Any]], words: list[list[str]], add: Callable[[tuple, int], None]) -> None:
-    """Store each kept document's words (packed) and count its documents, characters, bytes and
+    """Store each kept document's words (packed, split as the shard lays them out) and count its documents, characters, bytes and
     words by source with ``add``."""
-    from cpm.pipeline.rows import pack_words
+    from cpm.pipeline.rows import pack_words, split_words
 
-    for doc, doc_words in zip(batch, words):
-        doc["words"] = pack_words(doc_words)
+    for doc, doc_words, split in zip(batch, words, split_words([pack_words(w) for w in words])):
+        doc["words"] = split  # as the shard lays them out: its task only concatenates them
         doc["num_words"] = len(doc_words)
         source = doc["source"]
         add(("kept", source), 1)
@@ -420,7 +420,7 @@ def shard_task(job: BuildJob, task: tuple[str, int], params: dict) -> dict:
     subdir = "shards" if kind == "documents" else "rejected"
     rows = heapq.merge(*pieces, key=sort_key)
     batches = prefetched(shard_batches(rows, kind))  # built while the writer compresses the one before
-    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema)
+    info = write_table(os.path.join(job.work_dir, subdir, shard_name(index)), batches, schema, threads=True)
     return {**info.entry(job.work_dir), "kind": kind}
 
 
@@ -476,6 +476,7 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 def warm_up(job: BuildJob) -> None:
     """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - the apply stage splits words with it
 
     from cpm.pipeline.clean import clean_record
     from cpm.tokenizer.segment import cut

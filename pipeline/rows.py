@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from cpm.hashing import stable_hash
 from cpm.pipeline.clean import cjk_ratio
@@ -76,9 +76,48 @@ def pack_words(words: list[str]) -> str | list[str]:
     return packed if len(packed) - len(words) + 1 == sum(map(len, words)) else words
 
 
-def unpack_words(words: str | list[str]) -> list[str]:
+class SplitWords(NamedTuple):
+    """A document's words laid out as Arrow stores them: their UTF-8 bytes end to end, and each
+    word's end in those bytes (native int32). A shard's ``words`` column is then a concatenation."""
+
+    utf8: bytes
+    ends: bytes
+
+
+def split_words(packed: list[str | list[str]]) -> list[SplitWords | list[str]]:
+    """Packed words of a batch of documents -> :class:`SplitWords` (one Arrow split for the batch).
+
+    Done by the apply stage's tasks (in parallel), so that the shard task, one per output shard,
+    only concatenates bytes. A document whose words could not be packed keeps its list.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    result: list[SplitWords | list[str]] = [SplitWords(b"", b"") if w == "" else w for w in packed]
+    strings = [i for i, words in enumerate(packed) if isinstance(words, str) and words]
+    if not strings:
+        return result
+    lists = pc.split_pattern(pa.array([packed[i] for i in strings], pa.string()), WORD_SEPARATOR)
+    words = lists.values
+    list_offsets = np.frombuffer(lists.buffers()[1], np.int32, len(lists) + 1, lists.offset * 4)
+    word_offsets = np.frombuffer(words.buffers()[1], np.int32, len(words) + 1, words.offset * 4)
+    data = memoryview(words.buffers()[2] or b"")
+    for j, i in enumerate(strings):
+        first, last = list_offsets[j], list_offsets[j + 1]
+        start, stop = word_offsets[first], word_offsets[last]
+        result[i] = SplitWords(bytes(data[start:stop]), (word_offsets[first + 1 : last + 1] - start).astype(np.int32).tobytes())
+    return result
+
+
+def unpack_words(words: str | list[str] | SplitWords) -> list[str]:
     if isinstance(words, list):
         return words
+    if isinstance(words, SplitWords):
+        import numpy as np
+
+        ends = np.frombuffer(words.ends, np.int32).tolist()
+        return [words.utf8[a:b].decode("utf-8") for a, b in zip([0, *ends], ends)]
     return words.split(WORD_SEPARATOR) if words else []
 
 
@@ -101,7 +140,9 @@ def documents_table(rows: list[dict[str, Any]], schema):
 
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "words"}
     packed = [row["words"] for row in rows]
-    if all(isinstance(words, str) for words in packed):
+    if all(isinstance(words, SplitWords) for words in packed):
+        words = _words_array(packed, schema.field("words").type)
+    elif all(isinstance(words, str) for words in packed):
         counts = [row["num_words"] for row in rows]
         joined = WORD_SEPARATOR.join(words for words in packed if words)
         flat = pc.split_pattern(pa.array([joined], pa.large_string()), WORD_SEPARATOR).flatten() if joined else pa.array([], pa.large_string())
@@ -115,6 +156,25 @@ def documents_table(rows: list[dict[str, Any]], schema):
         words = pa.array([unpack_words(w) for w in packed], schema.field("words").type)
     arrays = [words if name == "words" else pa.array(columns[name], schema.field(name).type) for name in schema.names]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _words_array(split: list[SplitWords], words_type):
+    """The ``words`` column of documents' :class:`SplitWords`: their bytes and word ends, concatenated."""
+    import numpy as np
+    import pyarrow as pa
+
+    values = b"".join(words.utf8 for words in split)
+    if len(values) >= 1 << 31:
+        raise ValueError(f"a record batch of {len(split)} documents holds {len(values)} bytes of words (over 2 GiB)")
+    sizes = np.fromiter((len(words.utf8) for words in split), np.int64, len(split))
+    counts = np.fromiter((len(words.ends) // 4 for words in split), np.int64, len(split))
+    ends = np.frombuffer(b"".join(words.ends for words in split), np.int32)
+    word_offsets = np.zeros(len(ends) + 1, np.int32)
+    word_offsets[1:] = ends + np.repeat(np.cumsum(sizes) - sizes, counts)
+    list_offsets = np.zeros(len(split) + 1, np.int32)
+    np.cumsum(counts, out=list_offsets[1:])
+    flat = pa.StringArray.from_buffers(len(ends), pa.py_buffer(word_offsets), pa.py_buffer(values))
+    return pa.ListArray.from_arrays(pa.array(list_offsets, pa.int32()), flat).cast(words_type)
 
 
 def _open_uncompressed(path: str):
@@ -248,6 +308,8 @@ def _value_bytes(value: Any, column: str) -> int:
         return 0
     if isinstance(value, list):  # unpacked words
         return sum(len(word.encode("utf-8")) for word in value[:WRITER_PADDING])
+    if isinstance(value, SplitWords):
+        return len(value.utf8)
     if column == "words":
         value = value[: 2 * WRITER_PADDING].replace(WORD_SEPARATOR, "")
     return WRITER_PADDING if len(value) >= WRITER_PADDING else len(value.encode("utf-8"))

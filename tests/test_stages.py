@@ -94,6 +94,40 @@ def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_pat
     assert read_table(sparse.path).equals(documents_table(rows, schema))
 
 
+def test_words_split_by_the_apply_stage_give_the_bytes_of_packed_words(tmp_path):
+    """The apply stage hands a shard each document's words as :class:`SplitWords`; the shard has the
+    bytes it has from packed words (multi-byte words; a document whose words pack to a list), batch
+    by batch and as one table, and the words read back are the words."""
+    import random
+
+    from cpm.pipeline.rows import SplitWords, documents_table, pack_words, shard_batches, split_words, unpack_words
+    from cpm.schemas import document_schema
+    from cpm.shards.io import read_table, write_table
+
+    rng = random.Random(5)
+    vocabulary = ["中文", "词", "x", "𠀀字", "é", "  ", "。"]
+    word_lists = [[rng.choice(vocabulary) for _ in range(rng.randint(1, 40))] for _ in range(2500)]
+    word_lists[7] = []  # packs to a list: its batch goes the plain way
+    packed = [pack_words(words) for words in word_lists]
+    split = [s for start in range(0, len(packed), 256) for s in split_words(packed[start : start + 256])]
+    assert isinstance(split[0], SplitWords) and split[7] == []
+    assert [unpack_words(s) for s in split] == word_lists
+
+    def rows(words_of):
+        return [{"id": f"d{i:05d}", "source": "news", "text": "".join(words), "words": words_of[i], "num_words": len(words),
+                 "title": None, "url": None, "date": None, "meta": "{}", "num_chars": len("".join(words)), "cjk_ratio": 0.5,
+                 "dup_cluster_size": 1, "origin": f"f:{i}"} for i, words in enumerate(word_lists)]
+
+    schema = document_schema()
+    plain = packed
+    expected = write_table(tmp_path / "packed.arrow", shard_batches(iter(rows(plain)), "documents"), schema)
+    batched = write_table(tmp_path / "split.arrow", shard_batches(iter(rows(split)), "documents"), schema)
+    assert batched.sha256 == expected.sha256
+    whole = documents_table(rows(split)[2048:], schema)  # every row SplitWords: one concatenation
+    assert whole["words"].to_pylist() == word_lists[2048:]
+    assert read_table(batched.path)["words"].to_pylist() == word_lists
+
+
 def test_small_inputs_are_cut_into_balanced_chunks():
     from cpm.pipeline.graph import BALANCE_CHUNKS, MIN_PARTITION_BYTES, balanced_partition_bytes
 
