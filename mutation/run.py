@@ -83,9 +83,10 @@ MODULES: dict[str, Module] = {
          "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
         420,
     ),
-    "parallel": Module("trainer/parallel.py",  # fastest first: -x stops at the first failure
-                       ["tests/test_parallel.py", "tests/test_model.py", "tests/test_tp_oracles.py",
-                        "tests/test_tensor_parallel.py"], 420),
+    # fastest first (-x stops at the first failure); test_parallel_ranks runs every collective on 4 forked
+    # gloo ranks in seconds, where test_tp_oracles / test_tensor_parallel spawn fresh interpreters (a minute)
+    "parallel": Module("trainer/parallel.py",
+                       ["tests/test_parallel.py", "tests/test_parallel_ranks.py", "tests/test_model.py"], 180),
     "train-resume": Module(
         "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
