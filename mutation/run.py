@@ -77,12 +77,8 @@ MODULES: dict[str, Module] = {
     "minhash": Module("pipeline/minhash.py", ["tests/test_minhash.py"], 180),
     # every_shared_line (50 s) re-checks on all lines what the hypothesis and real-line tests check
     "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),
-    "checkpoint": Module(
-        "trainer/checkpoint.py",
-        ["tests/test_checkpoint.py", "tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
-         "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
-        420,
-    ),
+    # test_checkpoint_ranks saves and reshards TP2 x DP2 checkpoints (plain and ZeRO) on 4 forked gloo ranks
+    "checkpoint": Module("trainer/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_checkpoint_ranks.py"], 180),
     # fastest first (-x stops at the first failure); test_parallel_ranks runs every collective on 4 forked
     # gloo ranks in seconds, where test_tp_oracles / test_tensor_parallel spawn fresh interpreters (a minute)
     "parallel": Module("trainer/parallel.py",
