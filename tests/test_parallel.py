@@ -68,6 +68,14 @@ def test_parameter_seeds_depend_on_seed_and_name_only():
     assert parameter_seed(1, "wte.weight") == parameter_seed(1, "wte.weight")
 
 
+def test_parameter_seeds_are_stable_across_versions():
+    """Pinned values: a model initialised from a seed stays the same model in later versions of cpm
+    (these are the seeds of its checkpoints' and of the papers' reproductions)."""
+    assert parameter_seed(0, "wte.weight") == 3956702386
+    assert parameter_seed(7, "h.0.attn.c_attn.weight") == 815584718
+    assert parameter_seed(2**61, "ln_f.bias") == 6917529030044255660  # reduced below 2**63 (not 2**62)
+
+
 @pytest.mark.parametrize("vocab, tp, multiple, padded", [
     (30000, 1, 128, 30080), (30000, 2, 128, 30208), (30000, 4, 128, 30208), (256, 2, 128, 256), (257, 1, 128, 384),
     (1100, 2, 128, 1280), (10, 3, 4, 12),

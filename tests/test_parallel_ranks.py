@@ -210,9 +210,27 @@ def _worker(rank: int, out: str) -> None:
             result[tp] = {"context": _context(ctx), "column1": _column(ctx, 1), "column3": _column(ctx, 3),
                           "row": _row(ctx), "embedding": _embedding(ctx), "ce": _cross_entropy(ctx),
                           "allreduce": _allreduce(ctx), "norms": _norms(ctx), "rng": _rng(ctx)}
+        rows = torch.arange(6.0).view(2, 3) + 10 * rank
+        result["gather"] = {"last": gather_from_tp(rows, make_context(2).tp_group), "first": gather_from_tp(rows, make_context(4).tp_group, 0)}
+        os.environ.pop("WORLD_SIZE", None)  # a default group made without torchrun's variables: still used
+        result["init_parallel1"] = _context(init_parallel(1))
         os.environ["WORLD_SIZE"] = str(WORLD)  # as torchrun sets it; the default group already exists
         result["init_parallel"] = _context(init_parallel(2))
         torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _torchrun_worker(rank: int, port: int, out: str) -> None:
+    """What ``torchrun --nproc-per-node 2`` gives each process: environment variables, no group yet."""
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ctx = init_parallel(2, timeout_s=60)
+    try:
+        summed = torch.tensor([rank + 1.0])
+        dist.all_reduce(summed, group=ctx.tp_group)
+        torch.save({"backend": dist.get_backend(), "fields": (ctx.tp_world, ctx.tp_rank, ctx.dp_world, ctx.world),
+                    "sum": summed.item()}, Path(out) / f"torchrun{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -225,6 +243,23 @@ def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("parallel-ranks")
     mp.start_processes(_worker, args=(str(out),), nprocs=WORLD, join=True, start_method="fork")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+@pytest.fixture(scope="module")
+def torchrun(tmp_path_factory) -> list[dict]:
+    import socket
+
+    out = tmp_path_factory.mktemp("torchrun")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_torchrun_worker, args=(port, str(out)), nprocs=2, join=True, start_method="fork")
+    return [torch.load(out / f"torchrun{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_init_parallel_under_torchrun_creates_a_gloo_group_on_cpu(torchrun):
+    for rank, got in enumerate(torchrun):
+        assert got == {"backend": "gloo", "fields": (2, rank, 1, 2), "sum": 3.0}
 
 
 def _close(got: torch.Tensor, expected: torch.Tensor, **tol) -> None:
@@ -249,9 +284,18 @@ def test_groups_are_consecutive_for_tp_and_strided_for_dp(ranks, tp):
 def test_init_parallel_under_torchrun_uses_the_existing_group(ranks, monkeypatch):
     for rank in range(WORLD):
         assert ranks[rank]["init_parallel"] == ranks[rank][2]["context"]
+        assert ranks[rank]["init_parallel1"] == ranks[rank][1]["context"]
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(CpmError, match="--tp 3 does not divide the world size 4"):
         init_parallel(3)
+
+
+def test_gather_from_tp_concatenates_in_rank_order(ranks):
+    rows = torch.arange(6.0).view(2, 3)
+    for rank in range(WORLD):
+        pair = rank - rank % 2
+        torch.testing.assert_close(ranks[rank]["gather"]["last"], torch.cat([rows + 10 * pair, rows + 10 * (pair + 1)], -1))
+        torch.testing.assert_close(ranks[rank]["gather"]["first"], torch.cat([rows + 10 * r for r in range(WORLD)], 0))
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
