@@ -52,12 +52,12 @@ def _moments(model: GPT, optimizer) -> dict[str, dict[str, torch.Tensor]]:
     return {n: {k: optimizer.state[p][k].clone() for k in MOMENTS} for n, p in model.named_parameters()}
 
 
-def _train_and_save(ctx: ParallelContext, out: Path, zero: int) -> dict:
+def _train_and_save(ctx: ParallelContext, out: Path, zero: int, name: str = "") -> dict:
     model = GPT(CONFIG, ctx)
     model.init_weights(SEED)
     optimizer, buckets = build_data_parallel(model, TrainConfig(**{**HYPER.__dict__, "zero": zero}), ctx, "cpu")
     train_step(model, optimizer, [_batch(ctx.dp_rank)], ctx, lr=0.0, buckets=buckets)
-    run = out / f"run-zero{zero}"
+    run = out / (name or f"run-zero{zero}")
     for step in (3, 5):  # keep=1: step 3 is rotated away once step 5 is complete
         state = {"step": step, "tokens_seen": 7 * step, "scaler": None, "rng": {"rank": ctx.rank},
                  "loader": {"dp": ctx.dp_rank, "tp": ctx.tp_rank}}
@@ -65,10 +65,10 @@ def _train_and_save(ctx: ParallelContext, out: Path, zero: int) -> dict:
     return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "moments": _moments(model, optimizer)}
 
 
-def _load_back(ctx: ParallelContext, out: Path, zero: int) -> dict:
+def _load_back(ctx: ParallelContext, out: Path, zero: int, name: str = "") -> dict:
     model = GPT(CONFIG, ctx)
     optimizer = build_optimizer(model, TrainConfig(), "cpu")  # other hyperparameters until loaded
-    state = load_training_state(out / f"run-zero{zero}" / "checkpoints" / "step-000005", model, optimizer, ctx)
+    state = load_training_state(out / (name or f"run-zero{zero}") / "checkpoints" / "step-000005", model, optimizer, ctx)
     return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "moments": _moments(model, optimizer),
             "state": state, "hyper": [{k: g[k] for k in ("lr", "betas", "eps", "weight_decay")} for g in optimizer.param_groups]}
 
@@ -83,6 +83,7 @@ def _worker(rank: int, out: str) -> None:
         for zero in (0, 1):
             result[zero] = {"saved": _train_and_save(tp2, Path(out), zero), "same": _load_back(tp2, Path(out), zero),
                             "tp1": _load_back(tp1, Path(out), zero)}
+        result["from_tp1"] = {"saved": _train_and_save(tp1, Path(out), 0, "run-tp1"), "tp2": _load_back(tp2, Path(out), 0, "run-tp1")}
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -231,6 +232,62 @@ def test_a_tp2_dp2_checkpoint_reshards_to_tp1(spawned, zero):
     assert (state["rng"], state["loader"]) == (None, None)
 
 
+def _shard_by_hand(name: str, full: torch.Tensor, rank: int) -> torch.Tensor:
+    """TP rank ``rank``'s half of a full tensor: per chunk (Q, K, V of c_attn), its half of each."""
+    dim, chunks = _split(name)
+    if dim is None or full.ndim == 0:
+        return full
+    return torch.cat([block.chunk(2, dim)[rank] for block in full.chunk(chunks, dim)], dim)
+
+
+def test_a_tp1_dp4_checkpoint_reshards_to_tp2(spawned):
+    out, ranks = spawned
+    full_params, full_moments = ranks[0]["from_tp1"]["saved"]["params"], ranks[0]["from_tp1"]["saved"]["moments"]
+    assert full_params["wte.weight"].shape[0] == 256  # padded alike at TP = 1 and 2
+    for rank in range(WORLD):
+        got = ranks[rank]["from_tp1"]["tp2"]
+        assert (got["state"]["rng"], got["state"]["loader"]) == (None, None)  # TP changed; DP changed
+        _hyper_ok(got["hyper"])
+        for name, full in full_params.items():
+            assert torch.equal(got["params"][name], _shard_by_hand(name, full, rank % 2)), name
+            for key in MOMENTS:
+                expected = _shard_by_hand(name, full_moments[name][key], rank % 2)
+                assert torch.equal(got["moments"][name][key], expected), (name, key)
+    model = GPT(CONFIG)  # TP = 1 x DP = 1: the same TP but another DP size, so no rng state and no loader state
+    ckpt = latest_checkpoint(out / "run-tp1")
+    state = load_training_state(ckpt, model, build_optimizer(model, TrainConfig(), "cpu"), ParallelContext())
+    assert (state["rng"], state["loader"], state["tp"], state["dp"]) == (None, None, 1, 4)
+
+
+def test_a_checkpoint_without_checksums_or_zero_dp_still_loads(spawned, tmp_path):
+    """As an older cpm wrote them: no checksums.json, no "zero_dp" in config.json."""
+    import shutil
+
+    old = tmp_path / "step-000005"
+    shutil.copytree(latest_checkpoint(spawned[0] / "run-tp1"), old)
+    (old / "checksums.json").unlink()
+    meta = json.loads((old / "config.json").read_text())
+    del meta["zero_dp"]
+    (old / "config.json").write_text(json.dumps(meta))
+    model = GPT(CONFIG)
+    optimizer = build_optimizer(model, TrainConfig(), "cpu")
+    assert load_training_state(old, model, optimizer, ParallelContext())["step"] == 5
+    saved = spawned[1][0]["from_tp1"]["saved"]
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), saved["params"][name]), name
+        assert torch.equal(optimizer.state[p]["exp_avg"], saved["moments"][name]["exp_avg"]), name
+
+
+def test_the_default_is_to_keep_three_checkpoints(tmp_path):
+    model = GPT(CONFIG)
+    model.init_weights(SEED)
+    optimizer = build_optimizer(model, TrainConfig(), "cpu")
+    for step in (1, 2, 3, 4):
+        state = {"step": step, "tokens_seen": 0, "scaler": None, "rng": None, "loader": None}
+        save_checkpoint(tmp_path, step, model, optimizer, state, {}, ParallelContext())
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-000002", "step-000003", "step-000004"]
+
+
 def test_a_checkpoint_of_another_model_is_an_error(spawned):
     other = GPT(GPTConfig(**{**CONFIG.to_dict(), "n_layer": 2}))
     with pytest.raises(CpmError, match="the checkpoint's model .* differs from this run's"):
@@ -276,6 +333,7 @@ def test_finding_the_latest_checkpoint(tmp_path):
     with pytest.raises(CpmError, match="points to step-000008, which does not exist"):
         resolve_checkpoint(run)
     (run / "checkpoints" / "latest").write_text("step-000007\n")
+    (run / "config.json").write_text("{}")  # a run directory holds its run config too
     assert latest_checkpoint(run) == ckpt
     assert resolve_checkpoint(run) == resolve_checkpoint(run / "checkpoints") == resolve_checkpoint(ckpt) == ckpt
     bare = tmp_path / "exported"  # a checkpoint directory without trainer_state.pt: config and model shards
@@ -284,5 +342,9 @@ def test_finding_the_latest_checkpoint(tmp_path):
     (bare / "model-tp00-of-01.pt").write_bytes(b"")
     assert resolve_checkpoint(bare) == bare
     (bare / "config.json").write_text("{not json")
+    with pytest.raises(CpmError, match=r"config\.json: unreadable checkpoint config"):
+        read_checkpoint_config(bare)
+    (bare / "config.json").unlink()
+    (bare / "config.json").mkdir()  # unreadable: an OSError
     with pytest.raises(CpmError, match=r"config\.json: unreadable checkpoint config"):
         read_checkpoint_config(bare)
