@@ -78,11 +78,13 @@ MODULES: dict[str, Module] = {
     # every_shared_line (50 s) re-checks on all lines what the hypothesis and real-line tests check
     "tokenizer": Module("tokenizer/model.py", ["tests/test_tokenizer.py", "-k", "not every_shared_line"], 300),
     # test_checkpoint_ranks saves and reshards TP2 x DP2 checkpoints (plain and ZeRO) on 4 forked gloo ranks
-    "checkpoint": Module("trainer/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_checkpoint_ranks.py"], 180),
+    "checkpoint": Module("trainer/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_checkpoint_ranks.py"], 600),
     # fastest first (-x stops at the first failure); test_parallel_ranks runs every collective on 4 forked
-    # gloo ranks in seconds, where test_tp_oracles / test_tensor_parallel spawn fresh interpreters (a minute)
+    # gloo ranks in seconds, where test_tp_oracles / test_tensor_parallel spawn fresh interpreters (a minute).
+    # The forked tests' ranks time out after 60 s, so a mutant that desynchronises a collective fails
+    # rather than hangs, and the generous timeout only keeps a slow (busy) run from counting as a kill.
     "parallel": Module("trainer/parallel.py",
-                       ["tests/test_parallel.py", "tests/test_parallel_ranks.py", "tests/test_model.py"], 180),
+                       ["tests/test_parallel.py", "tests/test_parallel_ranks.py", "tests/test_model.py"], 600),
     "train-resume": Module(
         "trainer/train.py", ["tests/test_train.py", "-k", "truncate or resume"], 420,
         functions=("get_rng_states", "set_rng_states", "truncate_metrics"), blocks=("cfg.resume",),
