@@ -40,6 +40,7 @@ CONFIG = GPTConfig(vocab_size=200, n_positions=8, n_layer=1, n_head=2, d_model=1
 SEED = 5
 HYPER = TrainConfig(weight_decay=0.05, beta1=0.8, beta2=0.9, adam_eps=1e-7)
 MOMENTS = ("step", "exp_avg", "exp_avg_sq")
+RUN_CONFIG = {"data": "语料/train", "note": "run config"}  # config.json keeps Chinese paths readable
 
 
 def _batch(dp_rank: int) -> torch.Tensor:
@@ -61,7 +62,7 @@ def _train_and_save(ctx: ParallelContext, out: Path, zero: int, name: str = "") 
     for step in (3, 5):  # keep=1: step 3 is rotated away once step 5 is complete
         state = {"step": step, "tokens_seen": 7 * step, "scaler": None, "rng": {"rank": ctx.rank},
                  "loader": {"dp": ctx.dp_rank, "tp": ctx.tp_rank}}
-        save_checkpoint(run, step, model, optimizer, state, {"note": "run config"}, ctx, keep=1)
+        save_checkpoint(run, step, model, optimizer, state, RUN_CONFIG, ctx, keep=1)
     return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "moments": _moments(model, optimizer)}
 
 
@@ -141,8 +142,9 @@ def test_files_of_a_tp2_dp2_checkpoint(spawned, zero):
             assert torch.equal(saved[name], tensor), name
             assert _split(name) == tuple(json.loads((ckpt / "config.json").read_text())["layout"][name])
     meta = read_checkpoint_config(ckpt)
-    assert (meta["tp"], meta["step"], meta["run"], meta["zero_dp"], meta["model"]) == (2, 5, {"note": "run config"}, 2 if zero else 1,
+    assert (meta["tp"], meta["step"], meta["run"], meta["zero_dp"], meta["model"]) == (2, 5, RUN_CONFIG, 2 if zero else 1,
                                                                                        CONFIG.to_dict())
+    assert '"data": "语料/train"' in (ckpt / "config.json").read_text(encoding="utf-8")
     assert meta["padded_vocab"] == 256
     state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
     assert state == {"step": 5, "tokens_seen": 35, "scaler": None, "tp": 2, "dp": 2,
@@ -253,6 +255,9 @@ def test_a_tp1_dp4_checkpoint_reshards_to_tp2(spawned):
             for key in MOMENTS:
                 expected = _shard_by_hand(name, full_moments[name][key], rank % 2)
                 assert torch.equal(got["moments"][name][key], expected), (name, key)
+    state_dict, _ = unsharded_state_dict(out / "run-tp1")  # one shard: nothing to merge
+    for name, full in full_params.items():
+        assert torch.equal(state_dict[name], full[: CONFIG.vocab_size] if name == "wte.weight" else full), name
     model = GPT(CONFIG)  # TP = 1 x DP = 1: the same TP but another DP size, so no rng state and no loader state
     ckpt = latest_checkpoint(out / "run-tp1")
     state = load_training_state(ckpt, model, build_optimizer(model, TrainConfig(), "cpu"), ParallelContext())
@@ -348,3 +353,17 @@ def test_finding_the_latest_checkpoint(tmp_path):
     (bare / "config.json").mkdir()  # unreadable: an OSError
     with pytest.raises(CpmError, match=r"config\.json: unreadable checkpoint config"):
         read_checkpoint_config(bare)
+
+
+def test_a_shard_holding_arbitrary_objects_is_refused(tmp_path):
+    """Shards load with ``weights_only``: a pickled object of any other class is an error, not code run."""
+    import fractions
+
+    from cpm.trainer.checkpoint import _load
+
+    shard = tmp_path / "model-tp00-of-01.pt"
+    torch.save({"wte.weight": torch.zeros(2), "extra": fractions.Fraction(1, 3)}, shard)
+    with pytest.raises(CpmError) as error:
+        _load(shard)
+    assert str(error.value).startswith(f"{shard}: cannot read checkpoint shard (Weights only load failed.")
+    assert "\n" not in str(error.value)
