@@ -83,15 +83,14 @@ MODULES: dict[str, Module] = {
         "not every_shared_line and not compact and not trained_directory and not training and not sample_sentences"
         " and not vocab_size_too_large and not small_vocab and not empty_corpus and not cli_ and not jsonl and not json_line",
     ], 300),
-    "checkpoint": Module(
-        "trainer/checkpoint.py",
-        ["tests/test_checkpoint.py", "tests/test_train.py", "tests/test_tensor_parallel.py", "-k",
-         "resharding or resume or rotation or dangling or trains_logs or checkpoint"],
-        420,
-    ),
-    "parallel": Module("trainer/parallel.py",  # fastest first: -x stops at the first failure
-                       ["tests/test_parallel.py", "tests/test_model.py", "tests/test_tp_oracles.py",
-                        "tests/test_tensor_parallel.py"], 420),
+    # test_checkpoint_ranks saves and reshards TP2 x DP2 checkpoints (plain and ZeRO) on 4 forked gloo ranks
+    "checkpoint": Module("trainer/checkpoint.py", ["tests/test_checkpoint.py", "tests/test_checkpoint_ranks.py"], 600),
+    # fastest first (-x stops at the first failure); test_parallel_ranks runs every collective on 4 forked
+    # gloo ranks in seconds, where test_tp_oracles / test_tensor_parallel spawn fresh interpreters (a minute).
+    # The forked tests' ranks time out after 60 s, so a mutant that desynchronises a collective fails
+    # rather than hangs, and the generous timeout only keeps a slow (busy) run from counting as a kill.
+    "parallel": Module("trainer/parallel.py",
+                       ["tests/test_parallel.py", "tests/test_parallel_ranks.py", "tests/test_model.py"], 600),
     # the TP=2 resume test (two processes, minutes on a busy machine) is left out: the resume functions' lines
     # that it runs hold no mutable operator that the TP=1 and unit tests do not run too
     "train-resume": Module(

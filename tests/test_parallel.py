@@ -16,6 +16,8 @@ from cpm.trainer.parallel import (
     padded_vocab_size,
     parameter_seed,
     seed_everything,
+    shard_tensor,
+    unshard_tensors,
 )
 
 
@@ -68,6 +70,14 @@ def test_parameter_seeds_depend_on_seed_and_name_only():
     assert parameter_seed(1, "wte.weight") == parameter_seed(1, "wte.weight")
 
 
+def test_parameter_seeds_are_stable_across_versions():
+    """Pinned values: a model initialised from a seed stays the same model in later versions of cpm
+    (these are the seeds of its checkpoints' and of the papers' reproductions)."""
+    assert parameter_seed(0, "wte.weight") == 3956702386
+    assert parameter_seed(7, "h.0.attn.c_attn.weight") == 815584718
+    assert parameter_seed(2**61, "ln_f.bias") == 6917529030044255660  # reduced below 2**63 (not 2**62)
+
+
 @pytest.mark.parametrize("vocab, tp, multiple, padded", [
     (30000, 1, 128, 30080), (30000, 2, 128, 30208), (30000, 4, 128, 30208), (256, 2, 128, 256), (257, 1, 128, 384),
     (1100, 2, 128, 1280), (10, 3, 4, 12),
@@ -80,6 +90,7 @@ def test_padded_vocab_size(vocab, tp, multiple, padded):
 def test_init_parallel_without_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ctx = init_parallel(1)
+    assert ctx == ParallelContext(tp_world=1, tp_rank=0, dp_world=1, dp_rank=0, rank=0, world=1, tp_group=None, dp_group=None)
     assert (ctx.world, ctx.tp_world, ctx.dp_world, ctx.tp_group, ctx.dp_group, ctx.is_main) == (1, 1, 1, None, None, True)
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(CpmError, match="--tp 2 does not divide the world size 3"):
@@ -95,6 +106,29 @@ def _model_with_grads(seed: int = 0) -> GPT:
     batch = torch.randint(0, CONFIG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(seed))
     model(batch[:, :-1], batch[:, 1:]).backward()
     return model
+
+
+def test_shard_tensor_takes_the_rank_s_part_of_each_chunk():
+    full = torch.arange(8)
+    assert shard_tensor(full, 0, 1, 2).tolist() == [4, 5, 6, 7]
+    assert shard_tensor(full, 0, 1, 2, chunks=2).tolist() == [2, 3, 6, 7]  # blocks [0..3], [4..7]: second half of each
+    assert shard_tensor(full, 0, 0, 4, chunks=2).tolist() == [0, 4]
+    assert shard_tensor(full, None, 1, 2).tolist() == full.tolist() and shard_tensor(full, 0, 0, 1, chunks=2) is full
+    for chunks in (1, 2):
+        shards = [shard_tensor(full, 0, r, 2, chunks) for r in range(2)]
+        assert unshard_tensors(shards, 0, chunks).tolist() == full.tolist()
+    assert unshard_tensors([full], 0, 2).tolist() == unshard_tensors([full, full + 1], None).tolist() == full.tolist()
+
+
+def test_clipping_leaves_gradients_below_the_epsilon_alone():
+    """A norm below the 1e-6 guard (vanishing gradients) must not flip or blow up the gradients."""
+    params = [torch.nn.Parameter(torch.zeros(3)) for _ in range(2)]
+    for p in params:
+        p.grad = torch.full((3,), 4e-8)
+    norm = clip_gradients(params, 0.5, ParallelContext())
+    assert float(norm) == pytest.approx(4e-8 * 6**0.5, rel=1e-5)
+    for p in params:
+        torch.testing.assert_close(p.grad, torch.full((3,), 4e-8), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("max_norm", [0.01, 0.5, 1e6])
