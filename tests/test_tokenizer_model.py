@@ -157,6 +157,9 @@ def test_lossless_reserved_characters_are_written_as_bytes(lossless, lossless_sp
     assert lossless.encode_words(["\u2581a b"]) == byte_ids("\u2581") + sp("a b")
     assert lossless.encode_words(["ab" + NEWLINE + NEWLINE]) == sp("ab") + byte_ids(NEWLINE) * 2
     assert lossless.encode_words(["\ud800"]) == byte_ids("\ud800")
+    # a one-character part beside a reserved character is still SentencePiece's, not bytes
+    assert sp("的") != byte_ids("的")
+    assert lossless.encode_words(["的" + SPACE + "的"]) == sp("的") + byte_ids(SPACE) + sp("的")
     words = ["\u2581", "a\u2581\u2582b", "\u2583\n", "\udfff中", "c\ud800\u2581", " \u2582 "]
     ids = lossless.encode_words(words)
     assert lossless.decode(ids) == "".join(words)
