@@ -135,7 +135,8 @@ def _row(ctx: ParallelContext) -> dict:
         no_bias.weight.copy_(layer.weight)
         y_no_bias = no_bias(x.detach())
     return {"y": y.detach(), "y_no_bias": y_no_bias, "x_grad": x.grad, "w_grad": layer.weight.grad,
-            "b_grad": layer.bias.grad, "marks": (layer.weight.tp_split_dim, layer.bias.tp_split_dim)}
+            "b_grad": layer.bias.grad,
+            "marks": (layer.weight.tp_split_dim, layer.bias.tp_split_dim, layer.weight.tp_chunks, layer.bias.tp_chunks)}
 
 
 def _embedding(ctx: ParallelContext) -> dict:
@@ -211,7 +212,7 @@ def _worker(rank: int, out: str) -> None:
             result[tp] = {"context": _context(ctx), "column1": _column(ctx, 1), "column3": _column(ctx, 3),
                           "row": _row(ctx), "embedding": _embedding(ctx), "ce": _cross_entropy(ctx),
                           "allreduce": _allreduce(ctx), "norms": _norms(ctx), "rng": _rng(ctx)}
-        rows = torch.arange(6.0).view(2, 3) + 10 * rank
+        rows = torch.arange(12.0).view(2, 2, 3) + 100 * rank  # 3-D: the last dimension is not dimension 1
         result["gather"] = {"last": gather_from_tp(rows, make_context(2).tp_group), "first": gather_from_tp(rows, make_context(4).tp_group, 0)}
         os.environ.pop("WORLD_SIZE", None)  # a default group made without torchrun's variables: still used
         result["init_parallel1"] = _context(init_parallel(1))
@@ -292,11 +293,13 @@ def test_init_parallel_under_torchrun_uses_the_existing_group(ranks, monkeypatch
 
 
 def test_gather_from_tp_concatenates_in_rank_order(ranks):
-    rows = torch.arange(6.0).view(2, 3)
+    rows = torch.arange(12.0).view(2, 2, 3)
     for rank in range(WORLD):
         pair = rank - rank % 2
-        torch.testing.assert_close(ranks[rank]["gather"]["last"], torch.cat([rows + 10 * pair, rows + 10 * (pair + 1)], -1))
-        torch.testing.assert_close(ranks[rank]["gather"]["first"], torch.cat([rows + 10 * r for r in range(WORLD)], 0))
+        last = ranks[rank]["gather"]["last"]
+        assert last.shape == (2, 2, 6)
+        torch.testing.assert_close(last, torch.cat([rows + 100 * pair, rows + 100 * (pair + 1)], 2))
+        torch.testing.assert_close(ranks[rank]["gather"]["first"], torch.cat([rows + 100 * r for r in range(WORLD)], 0))
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
@@ -329,7 +332,7 @@ def test_row_parallel_linear_matches_f_linear(ranks, tp):
         _close(g["y"], y.detach())
         _close(g["y_no_bias"], F.linear(inp["x"], inp["w"]))
         _close(g["b_grad"], b.grad)  # replicated: the full gradient on every rank
-        assert g["marks"] == (1, None)
+        assert g["marks"] == (1, None, 1, 1)  # split along the input, one block; the bias replicated
 
 
 @pytest.mark.parametrize("tp", LAYOUTS)
