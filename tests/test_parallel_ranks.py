@@ -146,7 +146,8 @@ def _embedding(ctx: ParallelContext) -> dict:
         layer.weight.copy_(shard_tensor(inp["w"], 0, ctx.tp_rank, ctx.tp_world))
     out = layer(inp["ids"])
     (out * inp["up"]).sum().backward()
-    return {"out": out.detach(), "w_grad": layer.weight.grad, "start": layer.vocab_start, "local": layer.local_vocab}
+    return {"out": out.detach(), "w_grad": layer.weight.grad, "start": layer.vocab_start, "local": layer.local_vocab,
+            "marks": (layer.weight.tp_split_dim, layer.weight.tp_chunks)}
 
 
 def _cross_entropy(ctx: ParallelContext) -> dict:
@@ -345,6 +346,7 @@ def test_vocab_parallel_embedding_matches_f_embedding(ranks, tp):
     for rank, g in enumerate(got):
         _close(g["out"], out.detach(), atol=0, rtol=0)
         assert (g["start"], g["local"]) == (rank * VOCAB // tp, VOCAB // tp)
+        assert g["marks"] == (0, 1)  # split along the vocabulary, one block
     _close(unshard_tensors([g["w_grad"] for g in got], 0), w.grad)
 
 
