@@ -386,15 +386,15 @@ SORT_KEYS = {"documents": "document", "rejected": "rejected", "signatures": "ind
 def add_words(batch: list[dict[str, Any]], words: list[list[str]], add: Callable[[tuple, int], None]) -> None:
     """Store each kept document's words (packed, split as the shard lays them out) and count its documents, characters, bytes and
     words by source with ``add``."""
-    from cpm.pipeline.rows import pack_words, split_words
+    from cpm.pipeline.rows import SplitWords, layout_words
 
-    for doc, doc_words, split in zip(batch, words, split_words([pack_words(w) for w in words])):
+    for doc, doc_words, split in zip(batch, words, layout_words([doc["text"] for doc in batch], words)):
         doc["words"] = split  # as the shard lays them out: its task only concatenates them
         doc["num_words"] = len(doc_words)
         source = doc["source"]
         add(("kept", source), 1)
         add(("chars_kept", source), doc["num_chars"])
-        add(("bytes_kept", source), len(doc["text"].encode("utf-8")))
+        add(("bytes_kept", source), len(split.utf8) if isinstance(split, SplitWords) else len(doc["text"].encode("utf-8")))
         add(("words_kept", source), len(doc_words))
 
 
@@ -473,23 +473,32 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
 
 # --------------------------------------------------------------------------- warm-up
 
-def warm_up(job: BuildJob) -> None:
-    """Load the segmenter, MinHash and cleaning tables now: forked workers then share them."""
+def load_cleaning(job: BuildJob) -> None:
+    """Load the cleaning and MinHash tables (and pandas, which pyarrow imports on its first
+    conversion from Python objects, ~0.3 s) now: workers forked afterwards share them."""
     import pyarrow as pa
     import pyarrow.compute  # noqa: F401 - the apply stage splits words with it
 
     from cpm.pipeline.clean import clean_record
-    from cpm.tokenizer.segment import cut
 
-    pa.array(["预热"])  # pyarrow imports pandas (~0.4 s) on its first conversion from Python objects
-
-    cut("预热")
+    pa.array(["预热"])
     for source, config in job.configs.items():
         clean_record(RawRecord(source, "warm-up:1", text="预热。" * 20, id="warm-up"), config)
     if job.dedup_enabled:
         from cpm.pipeline.minhash import sign_batch
 
         sign_batch(["预热"], job.dedup.num_perm, job.dedup.ngram, job.dedup.seed)
+
+
+def load_segmenter(job: BuildJob) -> None:
+    """Load the segmenter's dictionary and model now: workers forked afterwards share them."""
+    from cpm.tokenizer.segment import cut
+
+    cut("预热")
+
+
+# (the first stage that needs them, the loader): what a pool's launcher loads before forking its workers
+PRELOADS: tuple[tuple[str, Callable[[BuildJob], None]], ...] = (("clean", load_cleaning), ("apply", load_segmenter))
 
 
 # --------------------------------------------------------------------------- stages

@@ -278,29 +278,63 @@ class InProcess:
 
 
 class LocalPool:
-    """Runs each stage's tasks in a pool of local processes, started once for the whole build.
+    """Runs each stage's tasks in a pool of local processes.
 
-    The workers are forked from the launcher before any other thread starts (they share its imported
-    modules) and are its direct children, so its CPU time includes theirs.
+    The workers are forked from the launcher while it has no other thread (they share its imported
+    modules) and are its direct children, so its CPU time includes theirs. The tables a stage needs
+    (:data:`graph.PRELOADS`) are loaded by the launcher while the workers run an earlier stage, and
+    the pool is forked again after that stage: the workers of every later stage share them, and the
+    loading is off the critical path (reading runs while the cleaning tables load, cleaning while
+    the segmenter loads).
     """
 
     def __init__(self, workers: int, job: BuildJob) -> None:
+        self.workers = workers
+        self.to_load = list(graph.PRELOADS)  # not loaded yet, in stage order
+        self.pool = self._fork()
+
+    def _fork(self) -> ProcessPoolExecutor:
         import multiprocessing
 
-        graph.warm_up(job)  # before the fork: the workers share the loaded tables
         context = multiprocessing.get_context("fork")
-        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                        initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
-        wait([self.pool.submit(_ready) for _ in range(workers)])  # start them all now
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init,
+                                   initargs=(logging.getLogger().getEffectiveLevel(), os.getpid()))
+        wait([pool.submit(_ready) for _ in range(self.workers)])  # start them all now
+        return pool
+
+    def _refork(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.pool = self._fork()
+
+    def _load_due(self, job: BuildJob, stage: str) -> bool:
+        """Load now what ``stage`` needs and is not loaded yet; whether anything was."""
+        order = list(graph.STAGES)
+        due = [item for item in self.to_load if order.index(item[0]) <= order.index(stage)]
+        for item in due:
+            item[1](job)
+            self.to_load.remove(item)
+        return bool(due)
+
+    def _load_next(self, job: BuildJob) -> bool:
+        """Load what the next stage that needs something needs; whether anything was."""
+        if not self.to_load:
+            return False
+        self.to_load.pop(0)[1](job)
+        return True
 
     def run(self, job: BuildJob, stage: str, tasks: list, params: dict) -> None:
+        if self._load_due(job, stage):  # not loaded during an earlier stage (a resumed build skipped it)
+            self._refork()
         futures = [self.pool.submit(graph.run_task, job, stage, task, params) for task in tasks]
+        loaded = self._load_next(job)  # a later stage's tables, while the workers run this one
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
         for future in futures:
             if future.done() and not future.cancelled() and future.exception() is not None:
                 raise future.exception()
+        if loaded:
+            self._refork()
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

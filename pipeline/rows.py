@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+from itertools import chain
 from typing import Any, Iterator, NamedTuple
 
 from cpm.hashing import stable_hash
@@ -84,30 +85,39 @@ class SplitWords(NamedTuple):
     ends: bytes
 
 
-def split_words(packed: list[str | list[str]]) -> list[SplitWords | list[str]]:
-    """Packed words of a batch of documents -> :class:`SplitWords` (one Arrow split for the batch).
+def layout_words(texts: list[str], words: list[list[str]]) -> list[SplitWords | list[str]]:
+    """Each document's words (its text cut into pieces) as :class:`SplitWords`, from its text.
 
-    Done by the apply stage's tasks (in parallel), so that the shard task, one per output shard,
-    only concatenates bytes. A document whose words could not be packed keeps its list.
+    The words of a text end to end are the text, so their UTF-8 bytes are the text's, and each
+    word's end in bytes is its end in characters mapped through the text's UTF-8 lengths: one
+    numpy pass over a batch, with no string per word made or joined. A document whose word lengths
+    do not add up to its text's length keeps its list (:func:`documents_table` stores lists too).
     """
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
-    result: list[SplitWords | list[str]] = [SplitWords(b"", b"") if w == "" else w for w in packed]
-    strings = [i for i, words in enumerate(packed) if isinstance(words, str) and words]
-    if not strings:
+    counts = np.fromiter(map(len, words), np.int64, len(words))
+    lengths = np.fromiter(map(len, chain.from_iterable(words)), np.int64, int(counts.sum()))
+    char_ends = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=char_ends[1:])  # word ends in the texts' characters, end to end
+    word_bounds = np.zeros(len(words) + 1, np.int64)
+    np.cumsum(counts, out=word_bounds[1:])
+    text_bounds = np.zeros(len(texts) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)), out=text_bounds[1:])
+    fits = (char_ends[word_bounds[1:]] - char_ends[word_bounds[:-1]]) == np.diff(text_bounds)
+    if not fits.all():  # some document's words are not its text: lay out the others one by one
+        result: list[SplitWords | list[str]] = list(words)
+        good = np.flatnonzero(fits).tolist()
+        for i, split in zip(good, layout_words([texts[i] for i in good], [words[i] for i in good])):
+            result[i] = split
         return result
-    lists = pc.split_pattern(pa.array([packed[i] for i in strings], pa.string()), WORD_SEPARATOR)
-    words = lists.values
-    list_offsets = np.frombuffer(lists.buffers()[1], np.int32, len(lists) + 1, lists.offset * 4)
-    word_offsets = np.frombuffer(words.buffers()[1], np.int32, len(words) + 1, words.offset * 4)
-    data = memoryview(words.buffers()[2] or b"")
-    for j, i in enumerate(strings):
-        first, last = list_offsets[j], list_offsets[j + 1]
-        start, stop = word_offsets[first], word_offsets[last]
-        result[i] = SplitWords(bytes(data[start:stop]), (word_offsets[first + 1 : last + 1] - start).astype(np.int32).tobytes())
-    return result
+    codes = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
+    utf8_sizes = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
+    byte_at = np.zeros(len(codes) + 1, np.int64)  # byte offset of each character in the texts' UTF-8
+    np.cumsum(utf8_sizes, out=byte_at[1:])
+    doc_start = np.repeat(byte_at[text_bounds[:-1]], counts)
+    ends = (byte_at[char_ends[1:]] - doc_start).astype(np.int32)
+    bounds = word_bounds.tolist()
+    return [SplitWords(text.encode("utf-8"), ends[bounds[i] : bounds[i + 1]].tobytes()) for i, text in enumerate(texts)]
 
 
 def unpack_words(words: str | list[str] | SplitWords) -> list[str]:

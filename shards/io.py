@@ -10,6 +10,7 @@ job never leaves a half-written file under a shard's name.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from contextlib import contextmanager
@@ -50,6 +51,34 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+class _HashingSink:
+    """A binary file that keeps the SHA-256 of the bytes written to it (the writer writes in order)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.hash = hashlib.sha256()
+        self.position = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.hash.update(data)
+        self.position += len(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.closed = True
+
+
 def _tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -84,19 +113,20 @@ def write_table(
     tmp = _tmp_path(path)
     options = pa.ipc.IpcWriteOptions(compression=compression, use_threads=threads)
     rows = 0
+    sink = _HashingSink(tmp)  # the bytes are hashed as they are written, not read back
     try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as writer:
+        with pa.PythonFile(sink, mode="w") as stream, pa.ipc.new_file(stream, schema, options=options) as writer:
             for batch in batches:
                 if batch.num_rows:
                     writer.write_batch(batch.replace_schema_metadata(schema.metadata))
                     rows += batch.num_rows
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        sink.close()  # fsynced
         os.replace(tmp, path)
     except BaseException:
+        sink.file.close()
         tmp.unlink(missing_ok=True)
         raise
-    return ShardInfo(str(path), rows, path.stat().st_size, sha256_file(path))
+    return ShardInfo(str(path), rows, sink.position, sink.hash.hexdigest())
 
 
 def open_shard(path: str | os.PathLike[str], kind: str | None = None, memory_map: bool = True) -> pa.ipc.RecordBatchFileReader:

@@ -100,18 +100,26 @@ def test_words_split_by_the_apply_stage_give_the_bytes_of_packed_words(tmp_path)
     by batch and as one table, and the words read back are the words."""
     import random
 
-    from cpm.pipeline.rows import SplitWords, documents_table, pack_words, shard_batches, split_words, unpack_words
+    from cpm.pipeline.rows import SplitWords, documents_table, layout_words, pack_words, shard_batches, unpack_words
     from cpm.schemas import document_schema
     from cpm.shards.io import read_table, write_table
 
     rng = random.Random(5)
-    vocabulary = ["中文", "词", "x", "𠀀字", "é", "  ", "。"]
+    vocabulary = ["中文", "词", "x", "𠀀字", "é", "  ", "。", "\n"]  # 1- to 4-byte UTF-8 characters
     word_lists = [[rng.choice(vocabulary) for _ in range(rng.randint(1, 40))] for _ in range(2500)]
     word_lists[7] = []  # packs to a list: its batch goes the plain way
     packed = [pack_words(words) for words in word_lists]
-    split = [s for start in range(0, len(packed), 256) for s in split_words(packed[start : start + 256])]
-    assert isinstance(split[0], SplitWords) and split[7] == []
+    texts = ["".join(words) for words in word_lists]
+    split = [s for start in range(0, len(packed), 256) for s in layout_words(texts[start : start + 256], word_lists[start : start + 256])]
+    assert isinstance(split[0], SplitWords) and split[7] == SplitWords(b"", b"")
+    assert split[3] == SplitWords(texts[3].encode(), b"".join(
+        len("".join(word_lists[3][: k + 1]).encode()).to_bytes(4, "little") for k in range(len(word_lists[3]))))
     assert [unpack_words(s) for s in split] == word_lists
+    # words that are not their text (never from the segmenter) stay a list; the others are laid out
+    mixed = layout_words(["中文词", "xé", "词"], [["中文", "词"], ["x"], ["词"]])
+    assert mixed[1] == ["x"] and [unpack_words(s) for s in mixed] == [["中文", "词"], ["x"], ["词"]]
+    assert isinstance(mixed[0], SplitWords) and isinstance(mixed[2], SplitWords)
+    split[7] = []  # as a list, the document without words goes the plain way in its batch
 
     def rows(words_of):
         return [{"id": f"d{i:05d}", "source": "news", "text": "".join(words), "words": words_of[i], "num_words": len(words),
