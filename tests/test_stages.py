@@ -145,3 +145,32 @@ def test_small_inputs_are_cut_into_balanced_chunks():
     assert balanced_partition_bytes(32 * mb, 100 << 30) == 32 * mb  # large inputs: --partition-size itself
     assert balanced_partition_bytes(32 * mb, 3 * mb) == MIN_PARTITION_BYTES  # never below 1 MiB ...
     assert balanced_partition_bytes(64 << 10, 3 * mb) == 64 << 10  # ... unless asked for smaller
+
+
+_RELEASE_SCRIPT = """
+import json
+from cpm.pipeline.graph import release_memory, resident_bytes
+
+blocks = [bytearray(4000) for _ in range(40_000)]  # ~160 MB on the C heap (over pymalloc's size)
+keep = blocks[-1]  # the heap's top stays in use: freeing the rest leaves free pages inside the heap
+del blocks
+before = resident_bytes()
+kept = release_memory(above=before + (1 << 30))  # under the bound: the freed memory stays for the next task
+middle = resident_bytes()
+released = release_memory(above=0)
+print(json.dumps([before, kept, middle, released, resident_bytes()]))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="resident size from Linux /proc")
+def test_finished_tasks_return_freed_memory_only_above_the_bound():
+    """Returning freed memory after every task made the next task fault every page in again; it is
+    returned when the worker's resident size is over the bound, and then the resident size drops."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT], capture_output=True, text=True, check=True).stdout
+    before, kept, middle, released, after = json.loads(out)
+    assert not kept and middle > before - (16 << 20)
+    assert released and after < middle - (100 << 20)
