@@ -174,3 +174,22 @@ def test_finished_tasks_return_freed_memory_only_above_the_bound():
     before, kept, middle, released, after = json.loads(out)
     assert not kept and middle > before - (16 << 20)
     assert released and after < middle - (100 << 20)
+
+
+def test_the_pool_loads_each_stages_tables_once_and_before_that_stage(tmp_path):
+    """The launcher loads the cleaning tables while the first stage runs and the segmenter while the
+    next one does; a resumed build that starts at a later stage loads what it needs first."""
+    from cpm.pipeline.launcher import LocalPool
+    from cpm.tokenizer import segment
+
+    job = BuildJob(["news"], [], str(tmp_path), str(tmp_path), {}, None)
+    pool = LocalPool(2, job)
+    try:
+        assert [stage for stage, _ in pool.to_load] == ["clean", "apply"]
+        assert not pool._load_due(job, "read")  # reading needs no table
+        assert pool._load_next(job) and [stage for stage, _ in pool.to_load] == ["apply"]
+        assert not pool._load_due(job, "lsh")
+        assert pool._load_due(job, "shards") and pool.to_load == [] and segment._MODEL is not None
+        assert not pool._load_next(job) and not pool._load_due(job, "apply")
+    finally:
+        pool.close()
