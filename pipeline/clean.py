@@ -339,8 +339,15 @@ _LINE_BREAK_RE = re.compile("[\r\u2028\u2029\u0085\u000b\u000c]")
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 
 
+# what normalize_whitespace changes: whitespace other than a space or a line break, two spaces, a space
+# or line break first or last, a blank line or a line that starts or ends with a space
+_WHITESPACE_TO_NORMALIZE_RE = re.compile(r"[^\S\n ]|  |\A[ \n]|[ \n]\Z|\n[ \n]| \n")
+
+
 def normalize_whitespace(text: str) -> str:
     """Runs of spaces/tabs -> one space, lines stripped, blank lines dropped (paragraphs = lines)."""
+    if _WHITESPACE_TO_NORMALIZE_RE.search(text) is None:
+        return text  # already normalised (most cleaned text): one scan instead of three passes
     text = _LINE_BREAK_RE.sub("\n", text.replace("\r\n", "\n"))
     text = _HSPACE_RE.sub(" ", text)
     return "\n".join(line for line in (l.strip() for l in text.split("\n")) if line)

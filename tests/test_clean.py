@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from cpm.errors import CpmError
 from cpm.pipeline import clean
@@ -148,3 +150,25 @@ def test_real_news_mostly_kept(zh_dir):
     config = default_config("news")
     kept = sum(isinstance(clean_record(record(d), config), RawRecord) for d in docs)
     assert kept >= 0.9 * len(docs)
+
+
+def _normalize_whitespace_in_full(text: str) -> str:
+    """normalize_whitespace's three passes, without its check for text that is already normalised."""
+    import re
+
+    text = re.sub("[\r\u2028\u2029\u0085\u000b\u000c]", "\n", text.replace("\r\n", "\n"))
+    text = re.sub(r"[^\S\n]+", " ", text)
+    return "\n".join(line for line in (l.strip() for l in text.split("\n")) if line)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("中文a。中文a。 \n \n\t\r\u3000\u00a0\u2028\u0085\x0b\x1c\u200b")), max_size=30))
+@example("段落 \n段落")  # a line that ends with a space
+@example("段落\n 段落")
+@example("段落  段落")
+@example("\n段落")
+@example("段落\u3000")
+def test_whitespace_skips_only_text_that_is_already_normalised(text):
+    expected = _normalize_whitespace_in_full(text)
+    assert normalize_whitespace(text) == expected
+    assert normalize_whitespace(expected) is expected  # the normalised form is returned as it is
