@@ -339,15 +339,23 @@ _LINE_BREAK_RE = re.compile("[\r\u2028\u2029\u0085\u000b\u000c]")
 _HSPACE_RE = re.compile(r"[^\S\n]+")
 
 
-# what normalize_whitespace changes: whitespace other than a space or a line break, two spaces, a space
-# or line break first or last, a blank line or a line that starts or ends with a space
-_WHITESPACE_TO_NORMALIZE_RE = re.compile(r"[^\S\n ]|  |\A[ \n]|[ \n]\Z|\n[ \n]| \n")
+_OTHER_SPACE_RE = re.compile(r"[^\S\n ]")  # whitespace other than a space or a line break
+
+
+def is_normal_whitespace(text: str) -> bool:
+    """Whether :func:`normalize_whitespace` leaves ``text`` as it is: no whitespace but single spaces
+    and line breaks, no space or line break first or last, no blank line, no line that starts or
+    ends with a space (substring searches and one character class: cheaper than the passes)."""
+    return not (
+        _OTHER_SPACE_RE.search(text) or "  " in text or " \n" in text or "\n " in text or "\n\n" in text
+        or text[:1] in ("", " ", "\n") or text[-1:] in (" ", "\n")
+    )
 
 
 def normalize_whitespace(text: str) -> str:
     """Runs of spaces/tabs -> one space, lines stripped, blank lines dropped (paragraphs = lines)."""
-    if _WHITESPACE_TO_NORMALIZE_RE.search(text) is None:
-        return text  # already normalised (most cleaned text): one scan instead of three passes
+    if is_normal_whitespace(text):
+        return text  # most cleaned text
     text = _LINE_BREAK_RE.sub("\n", text.replace("\r\n", "\n"))
     text = _HSPACE_RE.sub(" ", text)
     return "\n".join(line for line in (l.strip() for l in text.split("\n")) if line)

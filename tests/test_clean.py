@@ -166,6 +166,7 @@ def _normalize_whitespace_in_full(text: str) -> str:
 @example("段落 \n段落")  # a line that ends with a space
 @example("段落\n 段落")
 @example("段落  段落")
+@example("段落\n\n段落")  # a blank line
 @example("\n段落")
 @example("段落\u3000")
 def test_whitespace_skips_only_text_that_is_already_normalised(text):
