@@ -23,10 +23,11 @@ def random_text(rng: random.Random, length: int) -> str:
 
 
 def test_tables_and_converter_are_built_once_per_process():
-    """The per-code-point tables (about a second to build) and OpenCC's converter are made once and
-    reused by every call (first here: a mutant that rebuilds them per call fails at once, not slowly)."""
+    """The per-code-point tables (about a second to build), OpenCC's converter and the permutations are
+    made once and reused by every call (first here: a mutant that rebuilds them per call fails at once, not slowly)."""
     assert minhash.fold_tables() is minhash.fold_tables()
     assert minhash._t2s() is minhash._t2s()
+    assert minhash.permutations(64, 3) is minhash.permutations(64, 3)  # per (num_perm, seed)
 
 
 def test_hashing_form_folds_width_punctuation_whitespace_and_script():
