@@ -362,8 +362,10 @@ def run_module(name: str, module: Module, resume: bool, sample: int = 0, rerun: 
     original = source.read_bytes()
     config = write_config(name, module)
     session = OUT / f"{name}.sqlite"
-    env = dict(os.environ, PYTHONPATH=str(tree), CPM_HYPOTHESIS_PROFILE="mutation", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, PYTHONPATH=str(tree), CPM_HYPOTHESIS_PROFILE="mutation", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     if not (resume and session.exists()):
+        (OUT / f"{name}.json").unlink(missing_ok=True)  # the counts and wall time of an earlier session
         tool("cosmic-ray", "init", str(config), str(session), "--force", cwd=package, env=env)
         filter_session(module, session, config, package, env)
         (OUT / f"{name}-source.json").write_text(json.dumps({"ast_sha256": source_digest(module)}) + "\n", "utf-8")
@@ -390,18 +392,23 @@ def run_module(name: str, module: Module, resume: bool, sample: int = 0, rerun: 
     return report(name, module, round(time.perf_counter() - started))
 
 
-def report(name: str, module: Module, wall_s: int | None = None) -> dict[str, object]:
-    """Counts, score and survivors of a module's session, written to ``<name>.json`` and ``<name>-survivors.md``."""
+def report(name: str, module: Module, ran_s: int | None = None) -> dict[str, object]:
+    """Counts, score and survivors of a module's session, written to ``<name>.json`` and ``<name>-survivors.md``.
+    ``wall_s`` sums the runs of the session (``ran_s``: this one); ``wall_s_incomplete`` when an earlier
+    run's time is not known (a stopped run)."""
     session = OUT / f"{name}.sqlite"
     counts = session_counts(session)
     scored = counts["killed"] + counts["survived"]
     candidates = OUT / f"{name}-candidates.json"
     sampled_from = json.loads(candidates.read_text()) if candidates.exists() else 0
     previous = OUT / f"{name}.json"
-    if wall_s is None and previous.exists():
-        wall_s = json.loads(previous.read_text("utf-8")).get("wall_s")
+    earlier = json.loads(previous.read_text("utf-8")) if previous.exists() else {}
+    incomplete = earlier.get("wall_s_incomplete", False) or (previous.exists() and earlier.get("wall_s") is None)
+    wall_s = earlier.get("wall_s") or 0
+    wall_s = wall_s + ran_s if ran_s is not None else (wall_s or None)
     result = {"module": module.path, **counts, "sampled_from": sampled_from or None,
-              "score": counts["killed"] / scored if scored else None, "wall_s": wall_s, "tests": " ".join(module.tests)}
+              "score": counts["killed"] / scored if scored else None, "wall_s": wall_s, "wall_s_incomplete": incomplete,
+              "tests": " ".join(module.tests)}
     (OUT / f"{name}-survivors.md").write_text("\n".join(survivors(session)) + "\n", "utf-8")
     previous.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     return result
@@ -416,8 +423,9 @@ def write_summary() -> Path:
         r = json.loads(path.read_text("utf-8"))
         score = "n/a" if r["score"] is None else f"{100 * r['score']:.1f}%"
         sampled = f" (sample of {r['sampled_from']})" if r.get("sampled_from") else ""
+        wall = f"> {r['wall_s']}" if r.get("wall_s_incomplete") else r["wall_s"]
         rows.append(f"| {name} | {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
-                    f"{r['pending']} | {score} | {r['wall_s']} |")
+                    f"{r['pending']} | {score} | {wall} |")
     path = OUT / "summary.md"
     path.write_text("\n".join(rows) + "\n", "utf-8")
     return path
