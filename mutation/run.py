@@ -224,11 +224,13 @@ def sample_pending(session: Path, keep: int, seed: int = 0) -> int:
 
 
 def forget_survivors(session: Path) -> int:
-    """Make the surviving mutants of a session pending again (to rerun them after adding tests)."""
+    """Make the surviving mutants of a session pending again (to rerun them after adding tests), and those
+    killed by the timeout: on a busy machine a timeout may be a slow survivor rather than a hang."""
     import sqlite3
 
     with sqlite3.connect(session) as db:
-        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED' "
+                          "OR (test_outcome = 'KILLED' AND output = 'timeout')").rowcount
 
 
 def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -444,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", metavar="MODULE", help=f"modules to run (default: all): {', '.join(MODULES)}")
     parser.add_argument("--resume", action="store_true", help="continue existing sessions instead of starting afresh")
     parser.add_argument("--rerun-survivors", action="store_true",
-                        help="continue existing sessions and test their surviving mutants again (after adding tests)")
+                        help="continue existing sessions and test their surviving mutants again (after adding tests), "
+                             "and those that the timeout killed")
     parser.add_argument("--sample", type=int, default=0, metavar="N",
                         help="run only N mutants of each module, drawn at random (an estimate; default 0: all)")
     parser.add_argument("--unsample", action="store_true",

@@ -277,6 +277,7 @@ def test_code_points_beyond_the_table_map_to_themselves():
 
     beyond = "\U00032000\U0003FFFD\U000E0100\U0010FFFD"  # plane 3 past the table, a variation selector, private use
     assert minhash.normalize_for_hash("甲" + beyond + "乙") == "甲" + beyond + "乙"
+    assert minhash.normalize_for_hash("甲\U00032000") == "甲\U00032000"  # the first past the table, highest in its text
     last = "\U00031FFF"  # the last code point inside the table follows the category rule
     assert minhash.normalize_for_hash("甲" + last) == "甲" + ("" if unicodedata.category(last)[0] in "PSZC" else last)
     sig = minhash.signatures(["甲乙" + beyond, "甲乙"], 16, 2)
