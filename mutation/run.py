@@ -225,12 +225,13 @@ def sample_pending(session: Path, keep: int, seed: int = 0) -> int:
 
 def forget_survivors(session: Path) -> int:
     """Make the surviving mutants of a session pending again (to rerun them after adding tests), and those
-    killed by the timeout: on a busy machine a timeout may be a slow survivor rather than a hang."""
+    killed by a timeout (cosmic-ray's, or a collective's in the forked gloo ranks): on a busy machine a
+    timeout may be a slow survivor rather than a hang."""
     import sqlite3
 
     with sqlite3.connect(session) as db:
-        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED' "
-                          "OR (test_outcome = 'KILLED' AND output = 'timeout')").rowcount
+        return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED' OR (test_outcome = 'KILLED' "
+                          "AND (output = 'timeout' OR output LIKE '%Timed out%'))").rowcount
 
 
 def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
