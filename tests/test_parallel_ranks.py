@@ -175,12 +175,13 @@ def _allreduce(ctx: ParallelContext) -> dict:
 BUCKET_GRADS = ((4, torch.float32), (4, torch.float32), (8, torch.float32), (2, torch.float64), (2, torch.float64),
                 (1, torch.float32))  # 16, 16, 32, 16, 16 and 4 bytes
 # Each all-reduce's (numel, dtype) for a bucket size: a bucket takes the next gradient while it fits (31 bytes: one
-# 16-byte gradient; 32 bytes: two) and holds one dtype.
+# 16-byte gradient; 32 bytes: two) and holds one dtype; the default (64 MiB) takes every run of one dtype.
 BUCKETS = {31: [(4, "float"), (4, "float"), (8, "float"), (2, "double"), (2, "double"), (1, "float")],
-           32: [(8, "float"), (8, "float"), (4, "double"), (1, "float")]}
+           32: [(8, "float"), (8, "float"), (4, "double"), (1, "float")],
+           None: [(16, "float"), (4, "double"), (1, "float")]}
 
 
-def _bucket_calls(ctx: ParallelContext) -> dict[int, list[tuple[int, str]]]:
+def _bucket_calls(ctx: ParallelContext) -> dict[int | None, list[tuple[int, str]]]:
     """The all-reduces that ``allreduce_gradients`` makes, as torch's profiler records them."""
     calls = {}
     for bucket_bytes in BUCKETS:
@@ -190,7 +191,7 @@ def _bucket_calls(ctx: ParallelContext) -> dict[int, list[tuple[int, str]]]:
             p.grad = torch.ones(numel, dtype=dtype)
             params.append(p)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
-            allreduce_gradients(params, ctx, bucket_bytes)
+            allreduce_gradients(params, ctx, *([bucket_bytes] if bucket_bytes else []))
         calls[bucket_bytes] = [(e.input_shapes[0][0], e.input_dtypes[0]) for e in prof.events() if e.name == "gloo:all_reduce"]
     return calls
 
