@@ -418,7 +418,8 @@ def report(name: str, module: Module, ran_s: int | None = None) -> dict[str, obj
 
 
 def write_summary() -> Path:
-    rows = ["| run | module | mutants tested | killed | survived | not run | score | wall s |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | module | mutants tested | killed | survived | skipped (filters) | not run | score | wall s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name in MODULES:
         path = OUT / f"{name}.json"
         if not path.exists():
@@ -428,7 +429,7 @@ def write_summary() -> Path:
         sampled = f" (sample of {r['sampled_from']})" if r.get("sampled_from") else ""
         wall = f"> {r['wall_s']}" if r.get("wall_s_incomplete") else r["wall_s"]
         rows.append(f"| {name} | {r['module']} | {r['killed'] + r['survived']}{sampled} | {r['killed']} | {r['survived']} | "
-                    f"{r['pending']} | {score} | {wall} |")
+                    f"{r['skipped']} | {r['pending']} | {score} | {wall} |")
     path = OUT / "summary.md"
     path.write_text("\n".join(rows) + "\n", "utf-8")
     return path
