@@ -10,8 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# `CPM_HYPOTHESIS_PROFILE=mutation` (set by mutation/run.py): a failing example fails at once, unshrunk,
+# so that a mutant costs the seconds its first failing example takes, not minutes of shrinking.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.load_profile(os.environ.get("CPM_HYPOTHESIS_PROFILE", "default"))
 SHARED = REPO.parent / "shared"
 
 

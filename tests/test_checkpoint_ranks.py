@@ -367,3 +367,34 @@ def test_a_shard_holding_arbitrary_objects_is_refused(tmp_path):
         _load(shard)
     assert str(error.value).startswith(f"{shard}: cannot read checkpoint shard (Weights only load failed.")
     assert "\n" not in str(error.value)
+
+
+def _uneven_worker(rank: int, out: str) -> None:
+    """Two ranks (TP = 2) that reach ``save_checkpoint`` half a second apart, rank 0 (which creates the
+    temporary directory and renames it) last; each reads the checkpoint back as soon as the call returns."""
+    import time
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        ctx = make_context(2)
+        model = GPT(CONFIG, ctx)
+        model.init_weights(SEED)
+        optimizer = build_optimizer(model, TrainConfig(), "cpu")
+        if rank == 0:
+            time.sleep(0.5)
+        state = {"step": 1, "tokens_seen": 0, "scaler": None, "rng": {}, "loader": {}}
+        final = save_checkpoint(Path(out) / "run", 1, model, optimizer, state, RUN_CONFIG, ctx)
+        assert latest_checkpoint(Path(out) / "run") == final  # complete on every rank once the call returns
+        loaded, _ = load_model(final, tp=2, ctx=ctx)
+        assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), model.parameters()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_that_reach_a_save_at_different_times_write_one_checkpoint(tmp_path):
+    """With two ranks, a rank that starts saving early waits for rank 0 to create the temporary
+    directory, and no rank returns before the checkpoint is in place."""
+    mp.start_processes(_uneven_worker, args=(str(tmp_path),), nprocs=2, join=True, start_method="fork")
+    assert read_checkpoint_config(tmp_path / "run" / "checkpoints" / "step-000001")["tp"] == 2

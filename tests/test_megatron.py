@@ -125,10 +125,12 @@ def test_metadata_json_beside_the_bin_and_idx(news_packed, tmp_path, capsys):
 
     packed, tok_dir = news_packed
     tok = Tokenizer.load(tok_dir)
-    prefix = tmp_path / "meg" / "cpm_text_document"
+    prefix = tmp_path / "导出" / "cpm_text_document"  # a Chinese directory name stays readable in the JSON
     assert main(["data", "export-megatron", "--input", str(packed), "--output", str(prefix)]) == 0
     counters = json.loads(capsys.readouterr().out)
-    info = json.loads(Path(counters["json"]).read_text("utf-8"))
+    text = Path(counters["json"]).read_text("utf-8")
+    assert "导出" in text and "\\u" not in text
+    info = json.loads(text)
     assert Path(counters["json"]) == prefix.with_suffix(".json")
     assert (info["eod_id"], info["pad_id"], info["vocab_size"], info["tokenizer_fingerprint"]) == (
         tok.eod_id, tok.pad_id, tok.vocab_size, tok.fingerprint)
@@ -136,6 +138,27 @@ def test_metadata_json_beside_the_bin_and_idx(news_packed, tmp_path, capsys):
     _, sequences = read_megatron(prefix)
     assert (info["documents"], info["tokens"]) == (len(sequences), sum(map(len, sequences)))
     assert info["megatron_args"][:6] == ["--data-path", str(prefix), "--tokenizer-type", "NullTokenizer", "--vocab-size", str(tok.vocab_size)]
+def test_metadata_comes_from_the_packed_directory_of_the_first_shard(news_packed, tmp_path):
+    """Shards from two directories: ``pad_id`` is read from the first shard's packed directory, wherever it is."""
+    import json
+    import shutil
+
+    from cpm.data.megatron import export_megatron
+    from cpm.shards.sequences import split_shard_paths
+    from cpm.tokenizer import Tokenizer
+
+    packed, tok_dir = news_packed
+    shard = split_shard_paths(packed, "train")[0]
+    bare = tmp_path / "bare" / "train" / shard.name  # the same shard, in a directory without a manifest
+    bare.parent.mkdir(parents=True)
+    shutil.copy(shard, bare)
+    pad_ids = {}
+    for name, shards in {"packed first": [shard, bare], "bare first": [bare, shard]}.items():
+        counters = export_megatron(shards, tmp_path / name / "data", progress=False)
+        pad_ids[name] = json.loads(Path(counters["json"]).read_text("utf-8"))["pad_id"]
+    assert pad_ids == {"packed first": Tokenizer.load(tok_dir).pad_id, "bare first": None}
+
+
 def _export_stream(tmp_path: Path, stream: list[int], seq_len: int, eod: int, **options) -> tuple[list[list[int]], dict]:
     from cpm.data.megatron import export_megatron
     from cpm.shards.sequences import split_shard_paths

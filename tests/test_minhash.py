@@ -22,6 +22,14 @@ def random_text(rng: random.Random, length: int) -> str:
     return "".join(chr(rng.randrange(0x4E00, 0x9FA5)) for _ in range(length))
 
 
+def test_tables_and_converter_are_built_once_per_process():
+    """The per-code-point tables (about a second to build), OpenCC's converter and the permutations are
+    made once and reused by every call (first here: a mutant that rebuilds them per call fails at once, not slowly)."""
+    assert minhash.fold_tables() is minhash.fold_tables()
+    assert minhash._t2s() is minhash._t2s()
+    assert minhash.permutations(64, 3) is minhash.permutations(64, 3)  # per (num_perm, seed)
+
+
 def test_hashing_form_folds_width_punctuation_whitespace_and_script():
     base = minhash.normalize_for_hash(ARTICLE)
     assert "，" not in base and "\n" not in base and "国家统计局" in base
@@ -262,7 +270,6 @@ def test_fold_table_follows_its_definition_at_every_range_end():
     # the boundary code points themselves, spelled out: jamo flagged, their neighbours not
     assert needs_whole_text[[0x1100, 0x11FF, 0x3131, 0x318E]].all()
     assert not needs_whole_text[[0x10FF, 0x1200, 0x312F, 0x3190, ord("a"), ord("国")]].any()
-    assert minhash.fold_tables() is minhash.fold_tables()  # built once per process
 
 
 def test_code_points_beyond_the_table_map_to_themselves():
@@ -270,6 +277,7 @@ def test_code_points_beyond_the_table_map_to_themselves():
 
     beyond = "\U00032000\U0003FFFD\U000E0100\U0010FFFD"  # plane 3 past the table, a variation selector, private use
     assert minhash.normalize_for_hash("甲" + beyond + "乙") == "甲" + beyond + "乙"
+    assert minhash.normalize_for_hash("甲\U00032000") == "甲\U00032000"  # the first past the table, highest in its text
     last = "\U00031FFF"  # the last code point inside the table follows the category rule
     assert minhash.normalize_for_hash("甲" + last) == "甲" + ("" if unicodedata.category(last)[0] in "PSZC" else last)
     sig = minhash.signatures(["甲乙" + beyond, "甲乙"], 16, 2)

@@ -10,6 +10,7 @@ from cpm.trainer.model import GPT, GPTConfig
 from cpm.trainer.parallel import (
     ModelParallelRNG,
     ParallelContext,
+    _mark,
     clip_gradients,
     grad_norm,
     init_parallel,
@@ -156,3 +157,10 @@ def test_grad_norm_counts_only_parameters_with_gradients():
         p.grad = None
     torch.testing.assert_close(grad_norm(params, ParallelContext()),
                                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in replicated])), rtol=1e-6, atol=0)
+
+
+def test_grad_norm_of_one_parameter_is_the_norm_of_its_gradient():
+    for dim in (None, 0):  # replicated or split, alone
+        param = _mark(torch.nn.Parameter(torch.zeros(3, 4)), dim)
+        param.grad = torch.arange(12.0).view(3, 4)
+        torch.testing.assert_close(grad_norm([param], ParallelContext()), param.grad.norm(), rtol=1e-6, atol=0)

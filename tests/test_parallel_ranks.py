@@ -172,6 +172,30 @@ def _allreduce(ctx: ParallelContext) -> dict:
     return out
 
 
+BUCKET_GRADS = ((4, torch.float32), (4, torch.float32), (8, torch.float32), (2, torch.float64), (2, torch.float64),
+                (1, torch.float32))  # 16, 16, 32, 16, 16 and 4 bytes
+# Each all-reduce's (numel, dtype) for a bucket size: a bucket takes the next gradient while it fits (31 bytes: one
+# 16-byte gradient; 32 bytes: two) and holds one dtype; the default (64 MiB) takes every run of one dtype.
+BUCKETS = {31: [(4, "float"), (4, "float"), (8, "float"), (2, "double"), (2, "double"), (1, "float")],
+           32: [(8, "float"), (8, "float"), (4, "double"), (1, "float")],
+           None: [(16, "float"), (4, "double"), (1, "float")]}
+
+
+def _bucket_calls(ctx: ParallelContext) -> dict[int | None, list[tuple[int, str]]]:
+    """The all-reduces that ``allreduce_gradients`` makes, as torch's profiler records them."""
+    calls = {}
+    for bucket_bytes in BUCKETS:
+        params = []
+        for numel, dtype in BUCKET_GRADS:
+            p = torch.nn.Parameter(torch.zeros(numel, dtype=dtype))
+            p.grad = torch.ones(numel, dtype=dtype)
+            params.append(p)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+            allreduce_gradients(params, ctx, *([bucket_bytes] if bucket_bytes else []))
+        calls[bucket_bytes] = [(e.input_shapes[0][0], e.input_dtypes[0]) for e in prof.events() if e.name == "gloo:all_reduce"]
+    return calls
+
+
 def _norm_params(ctx: ParallelContext) -> list[torch.nn.Parameter]:
     params = []
     for dim, grad in _norm_grads(ctx.rank, ctx.tp_world):
@@ -212,7 +236,8 @@ def _worker(rank: int, out: str) -> None:
             ctx = make_context(tp)
             result[tp] = {"context": _context(ctx), "column1": _column(ctx, 1), "column3": _column(ctx, 3),
                           "row": _row(ctx), "embedding": _embedding(ctx), "ce": _cross_entropy(ctx),
-                          "allreduce": _allreduce(ctx), "norms": _norms(ctx), "rng": _rng(ctx)}
+                          "allreduce": _allreduce(ctx), "buckets": _bucket_calls(ctx), "norms": _norms(ctx),
+                          "rng": _rng(ctx)}
         rows = torch.arange(12.0).view(2, 2, 3) + 100 * rank  # 3-D: the last dimension is not dimension 1
         result["gather"] = {"last": gather_from_tp(rows, make_context(2).tp_group), "first": gather_from_tp(rows, make_context(4).tp_group, 0)}
         os.environ.pop("WORLD_SIZE", None)  # a default group made without torchrun's variables: still used
@@ -376,6 +401,13 @@ def test_allreduce_gradients_averages_over_the_dp_group(ranks, tp):
                 expected = torch.stack([_grads(r)[i] for r in group]).mean(0)
                 assert got[i].dtype == grad.dtype
                 _close(got[i], expected, atol=1e-6, rtol=1e-6, msg=f"rank {rank} bucket {bucket_bytes} grad {i}")
+
+
+@pytest.mark.parametrize("tp", LAYOUTS)
+def test_gradients_are_averaged_in_buckets_of_one_dtype_that_fit(ranks, tp):
+    for rank in range(WORLD):
+        expected = BUCKETS if tp < WORLD else {bucket_bytes: [] for bucket_bytes in BUCKETS}  # DP = 1: nothing to average
+        assert ranks[rank][tp]["buckets"] == expected
 
 
 def _full_norm_grads(tp: int, sharded: bool) -> list[torch.Tensor]:
