@@ -84,6 +84,18 @@ def test_the_sentences_of_the_issue_no_longer_break() -> None:
     assert "（）" not in wikitext_to_text("某物（{{noteTag|注}}）是一种东西。")  # brackets left empty go
 
 
+def test_no_space_or_ascii_stop_is_left_beside_full_width_punctuation_where_refs_went() -> None:
+    # both from real articles (介面_Java, 双重sinh-Gordon方程): the page shows "使用[1] 。" and "方程。[1]. [2]."
+    assert wikitext_to_text("用来做回调函数使用<ref>{{cite web|url=http://a.b/c|title=T}}</ref> 。Java并不允许") == (
+        "用来做回调函数使用。Java并不允许"
+    )
+    assert wikitext_to_text("是一个方程。<ref>书 甲</ref>. <ref>书 乙</ref> <ref>书 丙</ref>.\n\n下一段。") == "是一个方程。\n下一段。"
+    assert wikitext_to_text("映射到集合 <math>S_2</math> ，且元素数量相同！.") == "映射到集合 S_2，且元素数量相同！"
+    # ASCII text keeps its own punctuation, and a space before ASCII punctuation stays
+    assert wikitext_to_text("Version 1.2. Then 3 . 4。") == "Version 1.2. Then 3 . 4。"
+    assert wikitext_to_text("写作<nowiki>甲 。.</nowiki>即可") == "写作甲 。.即可"  # nowiki text is shown literally
+
+
 def test_math_inline_kept_display_paragraphs_dropped() -> None:
     wikitext = (
         "设 <math>k=\\mathbb{R}</math> 或 <math>k=\\mathbb{C}</math>。\n"

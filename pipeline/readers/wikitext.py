@@ -18,7 +18,8 @@ What :func:`wikitext_to_text` does, in order:
   links; turns ``[[target|label]]`` into ``label`` and ``[[target]]`` into ``target``; external
   links ``[http://… label]`` into ``label``;
 * strips ``'''bold'''`` / ``''italic''`` quotes, remaining HTML tags, magic words
-  (``__TOC__``), HTML entities, and brackets left empty or unmatched by what went;
+  (``__TOC__``), HTML entities, brackets left empty or unmatched by what went, and what dropped
+  references leave around full-width punctuation (a space before ``。``, an ASCII ``.`` after it);
 * joins the lines of one paragraph (a single newline is no break on the page: nothing is put
   next to a CJK character, a space between two others);
 * keeps headings ``== x ==`` as their own line ``x`` (a heading whose section is empty is
@@ -72,6 +73,10 @@ _PLACEHOLDER_CHARS = re.compile("[\ue000-\ue002]")  # private-use: never taken f
 _FORMULA_ONLY = re.compile(r"^(?:\ue000\d+\ue001|[\s:;,.，。；：、])*$")
 _EMPTY_BRACKETS = re.compile(r"[（(][\s，,、；;：:]*[）)]")
 _STRAY = re.compile(r"\[\[|\]\]|\{\{|\}\}")
+# Left where references or templates stood: a space before full-width punctuation ("使用<ref/> 。"), and
+# ASCII stops after a full-width one ("方程。<ref/>. <ref/>.").
+_SPACE_BEFORE_FULLWIDTH = re.compile(r"[ \t]+(?=[，。、；：！？])")
+_STOP_AFTER_FULLWIDTH = re.compile(r"(?<=[。！？])(?:[ \t]*\.)+")
 BOILERPLATE_SECTIONS = frozenset(
     """参见 參見 参看 參看 另见 另見 相关条目 相關條目 相关词条 相關詞條 外部链接 外部連結 外部連接 外部链结
     参考文献 參考文獻 参考资料 參考資料 参考 參考 参考来源 參考來源 资料来源 資料來源 来源 來源 引用 注释 註釋 注解
@@ -332,6 +337,7 @@ def assemble_lines(text: str, held: list[str]) -> str:
     text = _MAGIC_WORD.sub("", text)
     text = html.unescape(text).replace("\xa0", " ")
     text = _STRAY.sub("", _EMPTY_BRACKETS.sub("", text))
+    text = _STOP_AFTER_FULLWIDTH.sub("", _SPACE_BEFORE_FULLWIDTH.sub("", text))
     lines: list[tuple[int, str]] = []
     for raw in text.split("\n"):
         line = raw.strip()
