@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
-from typing import Any, Iterator
+import threading
+import traceback
+from typing import Any, Callable, Iterator
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -76,7 +79,38 @@ def open_runner(options: PipelineOptions) -> Iterator[Any]:
                 yield DaskRunner()
     else:
         check_can_start(name or "", options)
-        yield None
+        with quiet_closed_channel_polls():
+            yield None
+
+
+def is_closed_channel_poll(args: threading.ExceptHookArgs) -> bool:
+    """Whether a thread died in grpc's connectivity poller because its channel was closed.
+
+    That happens when a job server goes away (one that failed to start, say) while Beam still
+    watches the channel to it; the build's own one-line error already says what went wrong.
+    """
+    if not (isinstance(args.exc_value, ValueError) and "Channel closed" in str(args.exc_value)):
+        return False
+    frames = traceback.extract_tb(args.exc_traceback)
+    return any(f.name == "_poll_connectivity" and f.filename.replace("\\", "/").endswith("grpc/_channel.py") for f in frames)
+
+
+def _thread_excepthook(previous: Callable[[threading.ExceptHookArgs], Any], args: threading.ExceptHookArgs) -> None:
+    if is_closed_channel_poll(args):
+        log.debug("grpc stopped watching a closed channel to the job server: %s", args.exc_value)
+        return
+    previous(args)
+
+
+@contextlib.contextmanager
+def quiet_closed_channel_polls() -> Iterator[None]:
+    """While a Beam runner's job runs, a closed grpc channel is a debug line, not a thread's traceback on stderr."""
+    previous = threading.excepthook
+    threading.excepthook = functools.partial(_thread_excepthook, previous)
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def require_dask() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import pytest
 
 from cpm.cli import main
@@ -40,6 +43,7 @@ def test_given_jar_that_does_not_exist(tmp_path, capsys):
     assert "nope.jar: no such file" in one_line_error(capsys)
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # no thread's traceback either
 def test_a_jar_that_does_not_start_is_one_line(tmp_path, capsys):
     jar = tmp_path / "broken.jar"
     jar.write_bytes(b"not a jar")
@@ -82,3 +86,33 @@ def test_dask_options_are_known_in_a_fresh_process(tmp_path):
     err = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and "no such option" not in proc.stderr, proc.stderr
     assert err.startswith("error: DaskRunner could not start the job"), err
+
+
+def _thread_failing_in(filename: str, function: str, exc: BaseException) -> threading.Thread:
+    """A thread whose exception is raised in a function compiled as ``function`` of ``filename``."""
+    namespace: dict = {}
+    exec(compile(f"def {function}(exc):\n    raise exc\n", filename, "exec"), namespace)
+    return threading.Thread(target=namespace[function], args=(exc,))
+
+
+def test_a_closed_grpc_channel_poll_is_a_debug_line_and_other_thread_errors_still_show(monkeypatch, caplog):
+    from cpm.pipeline.runners import quiet_closed_channel_polls
+
+    shown = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: shown.append(str(args.exc_value)))
+    grpc_file = "/venv/lib/python3.11/site-packages/grpc/_channel.py"
+    closed = "Cannot monitor channel state: Channel closed!"
+    with caplog.at_level(logging.DEBUG, "cpm.pipeline.runners"), quiet_closed_channel_polls():
+        for thread in (_thread_failing_in(grpc_file, "_poll_connectivity", ValueError(closed)),  # hidden
+                       _thread_failing_in(grpc_file, "_poll_connectivity", ValueError("another error")),
+                       _thread_failing_in(grpc_file, "_consume_request_iterator", ValueError(closed)),
+                       _thread_failing_in("/srv/app/_channel.py", "_poll_connectivity", ValueError(closed)),
+                       _thread_failing_in(grpc_file, "_poll_connectivity", RuntimeError(closed))):
+            thread.start()
+            thread.join()
+    assert shown == ["another error", closed, closed, closed]
+    assert "closed channel to the job server" in caplog.text
+    after = _thread_failing_in(grpc_file, "_poll_connectivity", ValueError(closed))  # the hook is gone after the job
+    after.start()
+    after.join()
+    assert shown[-1] == closed and len(shown) == 5
