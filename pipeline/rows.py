@@ -69,14 +69,6 @@ def row_bytes(row: dict[str, Any]) -> int:
     return len(row.get("text") or "") * 5 + 200
 
 
-WORD_SEPARATOR = "\x00"  # never in a cleaned text (unicode_repair removes it): words travel as one string
-
-
-def pack_words(words: list[str]) -> str | list[str]:
-    packed = WORD_SEPARATOR.join(words)
-    return packed if len(packed) - len(words) + 1 == sum(map(len, words)) else words
-
-
 class SplitWords(NamedTuple):
     """A document's words laid out as Arrow stores them: their UTF-8 bytes end to end, and each
     word's end in those bytes (native int32). A shard's ``words`` column is then a concatenation."""
@@ -120,15 +112,13 @@ def layout_words(texts: list[str], words: list[list[str]]) -> list[SplitWords | 
     return [SplitWords(text.encode("utf-8"), ends[bounds[i] : bounds[i + 1]].tobytes()) for i, text in enumerate(texts)]
 
 
-def unpack_words(words: str | list[str] | SplitWords) -> list[str]:
+def unpack_words(words: list[str] | SplitWords) -> list[str]:
     if isinstance(words, list):
         return words
-    if isinstance(words, SplitWords):
-        import numpy as np
+    import numpy as np
 
-        ends = np.frombuffer(words.ends, np.int32).tolist()
-        return [words.utf8[a:b].decode("utf-8") for a, b in zip([0, *ends], ends)]
-    return words.split(WORD_SEPARATOR) if words else []
+    ends = np.frombuffer(words.ends, np.int32).tolist()
+    return [words.utf8[a:b].decode("utf-8") for a, b in zip([0, *ends], ends)]
 
 
 def rejected_counts(row: dict[str, Any]) -> Iterator[tuple[tuple, int]]:
@@ -141,29 +131,20 @@ def num_shards(total_bytes: int, shard_bytes: int) -> int:
 
 
 def documents_table(rows: list[dict[str, Any]], schema):
-    """The document rows as an Arrow table, column by column; packed ``words`` are split by Arrow.
+    """The document rows as an Arrow table, column by column.
 
-    Splitting in Arrow avoids one Python string per word (millions per shard).
+    When every row's ``words`` are :class:`SplitWords` (as the apply stage lays them out), the
+    column is their bytes and word ends concatenated, with no Python string per word (millions per
+    shard); otherwise (a document whose words are not its text) Arrow builds it from lists.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     columns = {name: [row.get(name) for row in rows] for name in schema.names if name != "words"}
-    packed = [row["words"] for row in rows]
-    if all(isinstance(words, SplitWords) for words in packed):
-        words = _words_array(packed, schema.field("words").type)
-    elif all(isinstance(words, str) for words in packed):
-        counts = [row["num_words"] for row in rows]
-        joined = WORD_SEPARATOR.join(words for words in packed if words)
-        flat = pc.split_pattern(pa.array([joined], pa.large_string()), WORD_SEPARATOR).flatten() if joined else pa.array([], pa.large_string())
-        offsets = [0]
-        for count in counts:
-            offsets.append(offsets[-1] + count)
-        if offsets[-1] != len(flat):
-            raise AssertionError(f"words do not match num_words ({len(flat)} != {offsets[-1]})")
-        words = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), flat).cast(schema.field("words").type)
-    else:  # a word contains the separator (never for cleaned text): plain lists
-        words = pa.array([unpack_words(w) for w in packed], schema.field("words").type)
+    laid_out = [row["words"] for row in rows]
+    if all(isinstance(words, SplitWords) for words in laid_out):
+        words = _words_array(laid_out, schema.field("words").type)
+    else:
+        words = pa.array([unpack_words(w) for w in laid_out], schema.field("words").type)
     arrays = [words if name == "words" else pa.array(columns[name], schema.field(name).type) for name in schema.names]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -312,16 +293,14 @@ def lookahead_batches(rows: Iterator[Any], table_of, batch_rows: int = 1024, col
         yield from whole.to_batches(max_chunksize=batch_rows)
 
 
-def _value_bytes(value: Any, column: str) -> int:
+def _value_bytes(value: Any) -> int:
     """At least min(:data:`WRITER_PADDING`, bytes) of a row's value in its column's data buffer."""
     if value is None:
         return 0
-    if isinstance(value, list):  # unpacked words
+    if isinstance(value, list):  # words as a list
         return sum(len(word.encode("utf-8")) for word in value[:WRITER_PADDING])
     if isinstance(value, SplitWords):
         return len(value.utf8)
-    if column == "words":
-        value = value[: 2 * WRITER_PADDING].replace(WORD_SEPARATOR, "")
     return WRITER_PADDING if len(value) >= WRITER_PADDING else len(value.encode("utf-8"))
 
 
@@ -333,7 +312,7 @@ def _lookahead(following: list[dict[str, Any]], columns: tuple[str, ...]) -> int
     for column in columns:
         total, last = 0, -1
         for index, row in enumerate(following):
-            size = _value_bytes(row.get(column), column)
+            size = _value_bytes(row.get(column))
             if size:
                 total, last = total + size, index
                 if total >= WRITER_PADDING:

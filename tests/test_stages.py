@@ -68,7 +68,7 @@ def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_pat
     than 64 bytes per 1,024 rows changes only padding bytes, never rows."""
     import random
 
-    from cpm.pipeline.rows import documents_table, pack_words, shard_batches
+    from cpm.pipeline.rows import documents_table, layout_words, shard_batches
     from cpm.schemas import document_schema
     from cpm.shards.io import write_table
 
@@ -78,7 +78,7 @@ def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_pat
         words = ["中文", "词", "x"] * rng.randint(1, 5)
         text = "".join(words)
         rows.append({
-            "id": f"d{i:05d}", "source": "news", "text": text, "words": pack_words(words), "num_words": len(words),
+            "id": f"d{i:05d}", "source": "news", "text": text, "words": layout_words([text], [words])[0], "num_words": len(words),
             "title": f"标题{i}" if rng.random() < 0.3 else None, "url": None if 1000 < i % 1500 < 1400 else "http://a.b/c",
             "date": None, "meta": "{}", "num_chars": len(text), "cjk_ratio": 0.5, "dup_cluster_size": 1, "origin": f"f:{i}",
         })
@@ -94,23 +94,22 @@ def test_shards_written_batch_by_batch_have_the_bytes_of_one_whole_table(tmp_pat
     assert read_table(sparse.path).equals(documents_table(rows, schema))
 
 
-def test_words_split_by_the_apply_stage_give_the_bytes_of_packed_words(tmp_path):
+def test_words_laid_out_by_the_apply_stage_give_the_bytes_of_plain_word_lists(tmp_path):
     """The apply stage hands a shard each document's words as :class:`SplitWords`; the shard has the
-    bytes it has from packed words (multi-byte words; a document whose words pack to a list), batch
+    bytes Arrow writes from plain lists of words (multi-byte words; a document without words), batch
     by batch and as one table, and the words read back are the words."""
     import random
 
-    from cpm.pipeline.rows import SplitWords, documents_table, layout_words, pack_words, shard_batches, unpack_words
+    from cpm.pipeline.rows import SplitWords, documents_table, layout_words, shard_batches, unpack_words
     from cpm.schemas import document_schema
     from cpm.shards.io import read_table, write_table
 
     rng = random.Random(5)
     vocabulary = ["中文", "词", "x", "𠀀字", "é", "  ", "。", "\n"]  # 1- to 4-byte UTF-8 characters
     word_lists = [[rng.choice(vocabulary) for _ in range(rng.randint(1, 40))] for _ in range(2500)]
-    word_lists[7] = []  # packs to a list: its batch goes the plain way
-    packed = [pack_words(words) for words in word_lists]
+    word_lists[7] = []
     texts = ["".join(words) for words in word_lists]
-    split = [s for start in range(0, len(packed), 256) for s in layout_words(texts[start : start + 256], word_lists[start : start + 256])]
+    split = [s for start in range(0, len(word_lists), 256) for s in layout_words(texts[start : start + 256], word_lists[start : start + 256])]
     assert isinstance(split[0], SplitWords) and split[7] == SplitWords(b"", b"")
     assert split[3] == SplitWords(texts[3].encode(), b"".join(
         len("".join(word_lists[3][: k + 1]).encode()).to_bytes(4, "little") for k in range(len(word_lists[3]))))
@@ -127,8 +126,8 @@ def test_words_split_by_the_apply_stage_give_the_bytes_of_packed_words(tmp_path)
                  "dup_cluster_size": 1, "origin": f"f:{i}"} for i, words in enumerate(word_lists)]
 
     schema = document_schema()
-    plain = packed
-    expected = write_table(tmp_path / "packed.arrow", shard_batches(iter(rows(plain)), "documents"), schema)
+    plain = [list(words) for words in word_lists]
+    expected = write_table(tmp_path / "plain.arrow", shard_batches(iter(rows(plain)), "documents"), schema)
     batched = write_table(tmp_path / "split.arrow", shard_batches(iter(rows(split)), "documents"), schema)
     assert batched.sha256 == expected.sha256
     whole = documents_table(rows(split)[2048:], schema)  # every row SplitWords: one concatenation
